@@ -1,0 +1,25 @@
+"""Fail unless the built wheel ships what a Django app needs beyond .py files."""
+
+import sys
+import zipfile
+
+REQUIRED = [
+    "mlapp/py.typed",
+    "mlapp/migrations/0001_initial.py",
+    "mlapp/apps.py",
+]
+
+
+def main(path: str) -> int:
+    names = set(zipfile.ZipFile(path).namelist())
+    missing = [name for name in REQUIRED if name not in names]
+    leaked = sorted(n for n in names if n.startswith(("tests/", "project/", "fixtures/")))
+    if missing or leaked:
+        print(f"{path}: missing {missing}, should not ship {leaked}")
+        return 1
+    print(f"{path}: {len(names)} files, ships {', '.join(REQUIRED)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,52 @@
+# mlapp: make demo | make test | make lint | make serve
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+STAMP := $(VENV)/.installed-stamp
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: install demo test test-sqlite test-postgres lint wheel clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel
+	# torch first, exact: the CPU wheel, never a range that could pull a CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[torch,onnx,postgres,demo,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Set up (idempotent), then serve the example project in the foreground.
+demo: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py setup_demo
+	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
+	$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT) < /dev/null
+
+# The full suite: once on SQLite, once on PostgreSQL (skipped with the reason when
+# PostgreSQL is not running, a failure under CI=true).
+test: install
+	$(BIN)/python -m pytest
+	MLAPP_TEST_DB=postgres $(BIN)/python -m pytest
+
+test-sqlite: install
+	$(BIN)/python -m pytest
+
+test-postgres: install
+	MLAPP_TEST_DB=postgres $(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check mlapp project tests fixtures
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/python manage.py check
+	$(BIN)/hadolint Dockerfile
+
+wheel: install
+	rm -rf dist
+	$(BIN)/python -m build --wheel --no-isolation --outdir dist .
+	$(BIN)/python .ci/check_wheel.py dist/*.whl
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info var

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class MLAppConfig(AppConfig):
+    name = "mlapp"
+    verbose_name = _("Machine learning models")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Checks only: ready() runs in every manage.py command and in pytest, so it
+        # loads no model and queries no database (see mlapp.startup for loading).
+        from mlapp import checks  # noqa: F401

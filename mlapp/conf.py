@@ -1,0 +1,98 @@
+"""mlapp's settings: one ``MLAPP`` dict in the host project's settings.
+
+Read them through ``mlapp.conf.settings``::
+
+    from mlapp.conf import settings
+    settings.MAX_UPLOAD_SIZE
+
+Unknown keys and bad values are reported by ``manage.py check`` (``mlapp.checks``), not
+by a crash at the first request. Values are cached; ``override_settings(MLAPP=...)``
+reloads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from mlapp.runtimes import DEFAULT_RUNTIMES
+
+DEFAULTS: dict[str, Any] = {
+    # Alias in Django's STORAGES that holds uploaded artifacts (local media by default;
+    # any django-storages back end works).
+    "ARTIFACT_STORAGE": "default",
+    # Folder (inside that storage) artifacts are written to: <prefix>/<model>/<version>/.
+    "ARTIFACT_PREFIX": "mlapp/artifacts",
+    # Largest artifact accepted on upload, in bytes.
+    "MAX_UPLOAD_SIZE": 1024 * 1024 * 1024,
+    # Device models are loaded onto: "cpu", "cuda", "cuda:1" ...
+    "DEVICE": "cpu",
+    # Intra-op threads of torch / ONNX Runtime per process; None leaves the library default.
+    "THREADS": None,
+    # ONNX Runtime graph optimisation: "disable", "basic", "extended" or "all".
+    "ONNX_GRAPH_OPTIMIZATION": "all",
+    # Load every production version when the web process starts (mlapp.startup).
+    "LOAD_ON_STARTUP": True,
+    # Micro-batching defaults; a model overrides them in MLModel.serving["batching"].
+    "BATCHING": {"enabled": False, "max_batch_size": 32, "max_queue_delay_ms": 2.0},
+    # Rows per chunk (one Celery task) of a batch job.
+    "BATCH_CHUNK_SIZE": 1000,
+    # Non-production versions kept loaded for pinned-version requests (LRU).
+    "STAGING_CACHE_SIZE": 2,
+    # Seconds between checks of the change marker that signals a promotion elsewhere.
+    "POLL_INTERVAL": 1.0,
+    # DRF permission classes (dotted paths) per kind of access.
+    "READ_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "PREDICT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "MANAGE_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Format key -> runtime class (dotted path). Add a key to serve a new format.
+    "RUNTIMES": dict(DEFAULT_RUNTIMES),
+}
+
+#: Keys whose value is a dotted path (or a list/dict of them), checked by mlapp.checks.
+IMPORT_STRINGS = (
+    "READ_PERMISSION_CLASSES",
+    "PREDICT_PERMISSION_CLASSES",
+    "MANAGE_PERMISSION_CLASSES",
+    "RUNTIMES",
+)
+
+
+class MLAppSettings:
+    """Attribute access to ``settings.MLAPP`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return dict(getattr(django_settings, "MLAPP", None) or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"Unknown mlapp setting: {name!r}")
+        if name not in self._cache:
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if isinstance(DEFAULTS[name], dict) and isinstance(value, dict):
+                value = {**DEFAULTS[name], **value}
+            self._cache[name] = value
+        return self._cache[name]
+
+    def runtime_options(self) -> dict[str, Any]:
+        """Options handed to every runtime's constructor."""
+        return {"threads": self.THREADS, "graph_optimization": self.ONNX_GRAPH_OPTIMIZATION}
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+settings = MLAppSettings()
+
+
+@receiver(setting_changed)
+def _reload_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting == "MLAPP":
+        settings.reload()

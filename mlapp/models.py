@@ -1,0 +1,174 @@
+"""Models, their versions, and batch jobs with their stored predictions."""
+
+from __future__ import annotations
+
+import posixpath
+
+from django.conf import settings as django_settings
+from django.core.files.storage import storages
+from django.core.validators import validate_slug
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from mlapp.conf import settings
+
+
+def artifact_storage():
+    """The storage artifacts live in (``MLAPP["ARTIFACT_STORAGE"]``, an alias of STORAGES)."""
+    return storages[settings.ARTIFACT_STORAGE]
+
+
+def artifact_upload_to(instance: ModelVersion, filename: str) -> str:
+    name = posixpath.basename(filename) or "artifact"
+    return f"{settings.ARTIFACT_PREFIX}/{instance.model.name}/{instance.version}/{name}"
+
+
+class MLModel(models.Model):
+    """A named model; what it serves is its production :class:`ModelVersion`."""
+
+    class Task(models.TextChoices):
+        CLASSIFICATION = "classification", _("classification")
+        REGRESSION = "regression", _("regression")
+        EMBEDDING = "embedding", _("embedding")
+        OTHER = "other", _("other")
+
+    name = models.CharField(max_length=100, unique=True, validators=[validate_slug])
+    description = models.TextField(blank=True)
+    task = models.CharField(max_length=32, choices=Task.choices, default=Task.OTHER)
+    handler = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text=_("Dotted path to a mlapp.handlers.BaseHandler subclass (optional)."),
+    )
+    serving = models.JSONField(
+        default=dict, blank=True, help_text=_('Serving config, e.g. {"batching": {...}}.')
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("model")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def production_version(self) -> ModelVersion | None:
+        return self.versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
+
+
+class ModelVersion(models.Model):
+    """One uploaded artifact of a model, validated, with its signature and stage."""
+
+    class Stage(models.TextChoices):
+        STAGING = "staging", _("staging")
+        PRODUCTION = "production", _("production")
+        ARCHIVED = "archived", _("archived")
+
+    class Format(models.TextChoices):
+        TORCHSCRIPT = "torchscript", "TorchScript"
+        TORCH_EXPORT = "torch_export", "torch.export"
+        ONNX = "onnx", "ONNX"
+
+    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    artifact = models.FileField(
+        upload_to=artifact_upload_to, storage=artifact_storage, max_length=500
+    )
+    format = models.CharField(max_length=32)
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField(default=0)
+    signature = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict, blank=True)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.STAGING)
+    notes = models.TextField(blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived"
+    )
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    stage_changed_at = models.DateTimeField(null=True, blank=True)
+    #: When this version last became the production version (what roll back looks at).
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["model", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="mlapp_version_unique"),
+            # The database itself guarantees one production version per model (SQLite's
+            # select_for_update is a no-op, so the lock alone would not).
+            models.UniqueConstraint(
+                fields=["model"],
+                condition=Q(stage="production"),
+                name="mlapp_one_production_version",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} v{self.version}"
+
+
+class BatchJob(models.Model):
+    """A batch prediction run over many inputs; results land in BatchPrediction rows."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        RUNNING = "running", _("running")
+        SUCCEEDED = "succeeded", _("succeeded")
+        FAILED = "failed", _("failed")
+        CANCELLED = "cancelled", _("cancelled")
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="jobs")
+    source_file = models.FileField(upload_to="mlapp/batch/", blank=True, max_length=500)
+    source_name = models.CharField(max_length=100, blank=True)
+    source_params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"batch job {self.pk} ({self.version})"
+
+
+class BatchPrediction(models.Model):
+    """The outputs for one item of a batch job, found by its key."""
+
+    job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="predictions")
+    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    outputs = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "key"], name="mlapp_prediction_job_key"),
+        ]
+        indexes = [models.Index(fields=["model", "key"], name="mlapp_pred_model_key")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}:{self.key}"

@@ -1,0 +1,358 @@
+"""Tell an artifact's format from its content, and refuse what would unpickle code.
+
+TorchScript archives, ``torch.save`` files and ``torch.export`` ``.pt2`` archives are all
+zip files with pickles inside, so they are told apart by their member names, never by the
+file's extension. Pickles found inside a TorchScript archive are scanned (not loaded) and
+refused when they reference anything beyond tensors and TorchScript classes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickletools
+import re
+import zipfile
+from pathlib import Path
+
+from mlapp.exceptions import ArtifactError, UnsafeArtifact
+
+TORCHSCRIPT = "torchscript"
+TORCH_EXPORT = "torch_export"
+ONNX = "onnx"
+
+# Globals a TorchScript archive's (or a torch.save'd tensor's) pickles legitimately name:
+# tensor rebuilding, storage types, TorchScript's list/type tags; the scripted classes
+# themselves live under ``__torch__``, which only TorchScript resolves. Anything else means
+# a hand-made or foreign pickle. Names are checked too: ``torch save`` or ``torch os.system``
+# are globals of module ``torch`` that must never pass.
+_SAFE_PICKLE_GLOBALS = {
+    "collections": frozenset({"OrderedDict"}),
+    "torch._utils": frozenset(
+        {
+            "_rebuild_tensor",
+            "_rebuild_tensor_v2",
+            "_rebuild_tensor_v3",
+            "_rebuild_parameter",
+            "_rebuild_parameter_with_state",
+            "_rebuild_qtensor",
+            "_rebuild_sparse_tensor",
+            "_rebuild_nested_tensor",
+            "_rebuild_meta_tensor_no_storage",
+            "_rebuild_device_tensor_from_numpy",
+            "_rebuild_device_tensor_from_cpu_tensor",
+        }
+    ),
+    "torch.jit._pickle": frozenset(
+        {
+            "build_intlist",
+            "build_tensorlist",
+            "build_doublelist",
+            "build_boollist",
+            "build_tensor_from_id",
+            "restore_type_tag",
+        }
+    ),
+    "torch": frozenset(
+        {
+            "Size",
+            "device",
+            "bool",
+            "uint8",
+            "int8",
+            "int16",
+            "int32",
+            "int64",
+            "float16",
+            "bfloat16",
+            "float32",
+            "float64",
+            "complex64",
+            "complex128",
+            "half",
+            "float",
+            "double",
+            "long",
+            "int",
+            "short",
+            "per_tensor_affine",
+            "per_tensor_symmetric",
+            "per_channel_affine",
+            "per_channel_symmetric",
+            "per_channel_affine_float_qparams",
+        }
+    ),
+}
+_TORCH_STORAGE = re.compile(r"[A-Za-z0-9]+Storage")
+_STRING_OPCODES = frozenset(
+    {
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "UNICODE",
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+    }
+)
+
+# torch.export archives: members torch.export.load reads as text or raw tensor bytes (never
+# unpickled). Every other member is unpickled by some path of torch.export.load (sample
+# inputs, pickled weights and constants, legacy files, with weights_only=False), so it must
+# be a pickle, or a torch.save zip of pickles, naming nothing beyond tensors.
+_EXPORT_TEXT_MEMBERS = frozenset(
+    {
+        "archive_format",
+        "archive_version",
+        "byteorder",
+        "version",
+        ".data/version",
+        ".data/serialization_id",
+        ".format_version",
+        ".storage_alignment",
+    }
+)
+_EXPORT_RAW_RECORD = {
+    "data/weights/": re.compile(r"weight_\d+"),
+    "data/constants/": re.compile(r"tensor_\d+"),
+}
+
+_PICKLE_HINT = (
+    "mlapp never unpickles uploaded files. Export the model instead: "
+    "torch.jit.script(model).save(path), torch.export.save(torch.export.export(...), path) "
+    "or torch.onnx.export(...)."
+)
+
+
+def detect_format(path: str | Path) -> str:
+    """Return ``"torchscript"``, ``"torch_export"`` or ``"onnx"`` for the file at ``path``.
+
+    Raises ``UnsafeArtifact`` for pickles (plain, joblib, ``torch.save``) and
+    ``ArtifactError`` for anything else that is not a known model format.
+    """
+    path = Path(path)
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if not head:
+        raise ArtifactError("The artifact file is empty.")
+    if zipfile.is_zipfile(path):
+        return _detect_zip(path)
+    if head[:1] == b"\x80" and head[1:2] in {bytes([p]) for p in range(2, 6)}:
+        raise UnsafeArtifact(f"This file is a Python pickle (e.g. pickle, joblib). {_PICKLE_HINT}")
+    if head[:2] == b"\x1f\x8b" or head[:1] == b"\x78" or head[:4] == b"\x04\x22\x4d\x18":
+        raise ArtifactError(
+            "This file is compressed (gzip/zlib/lz4, as joblib writes); "
+            f"compressed pickles are refused. {_PICKLE_HINT}"
+        )
+    if _looks_like_onnx(path):
+        return ONNX
+    raise ArtifactError(
+        "Unknown artifact format: expected a TorchScript archive, a torch.export .pt2 "
+        "archive or an ONNX model."
+    )
+
+
+def _detect_zip(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            members = {_strip_root(n) for n in names}
+            if "archive_format" in members or "models/model.json" in members:
+                _check_export_archive(zf)
+                return TORCH_EXPORT
+            if "data.pkl" in members and any(m.startswith("code/") for m in members):
+                for info in zf.infolist():
+                    name = info.filename
+                    if name.endswith(".pkl") and not name.endswith(".debug_pkl"):
+                        check_pickle_globals(zf.read(info), member=name)
+                return TORCHSCRIPT
+            if "data.pkl" in members:
+                raise UnsafeArtifact(
+                    "This file was written by torch.save (a pickled module or state dict), "
+                    f"which can run arbitrary code when loaded. {_PICKLE_HINT}"
+                )
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"The artifact is a damaged zip archive: {exc}") from None
+    raise ArtifactError(
+        "This zip archive is neither a TorchScript archive nor a torch.export .pt2 archive."
+    )
+
+
+def _check_export_archive(zf: zipfile.ZipFile) -> None:
+    """Scan every member of a torch.export archive that torch.export.load may unpickle."""
+    raw = _raw_tensor_records(zf)
+    for info in zf.infolist():
+        member = _strip_root(info.filename)
+        if info.is_dir() or member.startswith("extra/") or member in _EXPORT_TEXT_MEMBERS:
+            continue
+        if member.startswith("data/aotinductor/"):
+            raise UnsafeArtifact(
+                "This torch.export archive carries AOTInductor compiled code "
+                f"({info.filename}), which would run as native code when loaded. {_PICKLE_HINT}"
+            )
+        if member in raw:
+            continue
+        data = zf.read(info)
+        if _is_json(data):
+            continue
+        if data[:4] == b"PK\x03\x04":
+            _check_saved_zip(data, info.filename)
+        else:
+            check_pickle_globals(data, member=info.filename)
+
+
+def _raw_tensor_records(zf: zipfile.ZipFile) -> set[str]:
+    """Members the payload configs declare as raw tensor bytes (read, never unpickled)."""
+    raw: set[str] = set()
+    pickled: set[str] = set()
+    for info in zf.infolist():
+        member = _strip_root(info.filename)
+        folder = next((d for d in _EXPORT_RAW_RECORD if member.startswith(d)), None)
+        if folder is None or not member.endswith("_config.json"):
+            continue
+        try:
+            entries = json.loads(zf.read(info))["config"].values()
+            for entry in entries:
+                path_name, use_pickle = entry["path_name"], entry["use_pickle"]
+                target = (
+                    raw
+                    if (
+                        use_pickle is False
+                        and isinstance(path_name, str)
+                        and _EXPORT_RAW_RECORD[folder].fullmatch(path_name)
+                    )
+                    else pickled
+                )
+                target.add(f"{folder}{path_name}")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ArtifactError(f"{info.filename} is not a valid payload config.") from None
+    return raw - pickled
+
+
+def _is_json(data: bytes) -> bool:
+    # No JSON document is a pickle that does anything: its first byte is no pickle opcode
+    # that could start one.
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_saved_zip(data: bytes, member: str) -> None:
+    """Scan the pickles of a torch.save zip nested in an archive (torch.load reads them)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as inner:
+            for info in inner.infolist():
+                if info.filename.endswith(".pkl"):
+                    check_pickle_globals(inner.read(info), member=f"{member}:{info.filename}")
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"{member} is a damaged zip archive: {exc}") from None
+
+
+def _strip_root(name: str) -> str:
+    # Torch archives put every member under one top-level folder named after the file.
+    return name.split("/", 1)[1] if "/" in name else name
+
+
+def check_pickle_globals(data: bytes, member: str = "pickle") -> None:
+    """Scan a pickle's opcodes (never executing it) and refuse foreign globals.
+
+    Every pickle stream in ``data`` is scanned, not only the first: a loader may read
+    several in a row (torch.load's legacy format does).
+    """
+    stream = io.BytesIO(data)
+    try:
+        while stream.tell() < len(data):
+            _check_one_pickle(stream, member)
+    except ValueError as exc:
+        raise ArtifactError(f"{member} is not a valid pickle stream: {exc}") from None
+
+
+def _check_one_pickle(stream: io.BytesIO, member: str) -> None:
+    # ``pushed`` mirrors what the last opcodes pushed: a string when it is known (a string
+    # opcode or a memo fetch of one), else None. STACK_GLOBAL takes its module and name
+    # from the two most recent pushes and is refused unless both are known strings.
+    pushed: list[str | None] = []
+    memo: dict[int, str | None] = {}
+    for opcode, arg, _pos in pickletools.genops(stream):
+        name = opcode.name
+        if name in {"GLOBAL", "INST"}:
+            module, _, attr = str(arg).partition(" ")
+            _check_global(module, attr, member)
+            pushed.append(None)
+        elif name == "STACK_GLOBAL":
+            module, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+            if module is None or attr is None:
+                raise UnsafeArtifact(f"{member}: unreadable global reference. {_PICKLE_HINT}")
+            _check_global(module, attr, member)
+            pushed.append(None)
+        elif name in {"EXT1", "EXT2", "EXT4"}:
+            raise UnsafeArtifact(f"{member} uses the copyreg extension registry. {_PICKLE_HINT}")
+        elif name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif name in {"PUT", "BINPUT", "LONG_BINPUT"}:
+            memo[int(arg)] = pushed[-1] if pushed else None
+        elif name in {"GET", "BINGET", "LONG_BINGET"}:
+            pushed.append(memo.get(int(arg)))
+        elif name in _STRING_OPCODES:
+            pushed.append(str(arg))
+        else:
+            pushed.append(None)
+
+
+def _check_global(module: str, attr: str, member: str) -> None:
+    if module == "__torch__" or module.startswith("__torch__."):
+        if attr.isidentifier():
+            return
+    elif attr in _SAFE_PICKLE_GLOBALS.get(module, ()) or (
+        module == "torch" and _TORCH_STORAGE.fullmatch(attr)
+    ):
+        return
+    raise UnsafeArtifact(
+        f"{member} references {module + ' ' + attr!r}, which TorchScript archives and "
+        "saved tensors never need; the archive was tampered with or is not TorchScript. "
+        f"{_PICKLE_HINT}"
+    )
+
+
+# --- ONNX: a protobuf ModelProto. Walk its top-level fields without a protobuf library.
+
+# ModelProto field number -> wire type (0 varint, 2 length-delimited).
+_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    data = path.read_bytes()
+    pos, seen = 0, set()
+    try:
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            field, wire = key >> 3, key & 7
+            if _ONNX_FIELDS.get(field) != wire:
+                return False
+            if wire == 0:
+                _, pos = _varint(data, pos)
+            else:
+                length, pos = _varint(data, pos)
+                pos += length
+                if pos > len(data):
+                    return False
+            seen.add(field)
+    except IndexError:
+        return False
+    # ir_version (1) and graph (7) are required by every ONNX model.
+    return {1, 7} <= seen
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")

@@ -1,0 +1,98 @@
+"""The inference service: the one entry point every caller uses to run a model.
+
+Views (native and V2), the admin's "try it", batch jobs and ``mlapp.predict`` all call
+:data:`service`, so the same input gets the same answer whichever way it came in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlapp.exceptions import InvalidInput
+from mlapp.registry import LoadedModel, Registry, registry
+from mlapp.runtimes.tensors import Signature, coerce_input
+
+
+@dataclass
+class Prediction:
+    """Outputs of one call, with the model and version that answered."""
+
+    model: str
+    version: int
+    outputs: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: arrays become nested lists, bytes become text."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "outputs": {name: to_json_value(value) for name, value in self.outputs.items()},
+        }
+
+
+def to_json_value(array: np.ndarray) -> Any:
+    if array.dtype == object:
+        return (
+            [_text(v) for v in array.reshape(-1)]
+            if array.ndim == 1
+            else [to_json_value(row) for row in array]
+        )
+    return array.tolist()
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def validate_inputs(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
+    """Check named inputs against a signature and return them as arrays.
+
+    ``inputs`` is a mapping of input name -> value; a model with one input also accepts
+    the bare value.
+    """
+    if not isinstance(inputs, Mapping):
+        if len(signature.inputs) != 1:
+            raise InvalidInput(
+                f"This model takes {len(signature.inputs)} named inputs "
+                f"({', '.join(signature.input_names)}): send an object keyed by name."
+            )
+        inputs = {signature.inputs[0].name: inputs}
+    missing = [n for n in signature.input_names if n not in inputs]
+    if missing:
+        raise InvalidInput(f"Missing input(s): {', '.join(missing)}.")
+    extra = [n for n in inputs if n not in signature.input_names]
+    if extra:
+        raise InvalidInput(
+            f"Unknown input(s): {', '.join(map(str, extra))}; "
+            f"this model takes {', '.join(signature.input_names)}."
+        )
+    arrays = {spec.name: coerce_input(spec, inputs[spec.name]) for spec in signature.inputs}
+    rows = {a.shape[0] for a in arrays.values() if a.ndim}
+    if len(rows) > 1:
+        raise InvalidInput("All inputs must have the same number of rows (first dimension).")
+    return arrays
+
+
+class InferenceService:
+    """Validates inputs against the signature, routes to a version, runs it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def model(self, name: str, version: int | None = None) -> LoadedModel:
+        """The loaded model that would answer (raises ModelNotFound / ModelNotReady)."""
+        return self.registry.get(name, version)
+
+    def predict(self, name: str, inputs: Any, *, version: int | None = None) -> Prediction:
+        loaded = self.registry.get(name, version)
+        arrays = validate_inputs(loaded.signature, inputs)
+        outputs = loaded.run(arrays)
+        return Prediction(model=loaded.name, version=loaded.version, outputs=outputs)
+
+
+#: The service of this process, over its registry.
+service = InferenceService(registry)
