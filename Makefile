@@ -39,6 +39,7 @@ test-postgres: install
 
 lint: install
 	$(BIN)/ruff check mlapp project tests fixtures
+	$(BIN)/ruff format --check mlapp project tests fixtures
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python manage.py check
 	$(BIN)/hadolint Dockerfile

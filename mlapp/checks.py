@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
@@ -15,6 +16,15 @@ _DEVICE_PREFIXES = ("cpu", "cuda", "mps")
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     errors: list = []
+    raw = getattr(django_settings, "MLAPP", None)
+    if raw is not None and not isinstance(raw, dict):
+        return [
+            Error(
+                f"MLAPP must be a dict, not {type(raw).__name__}.",
+                hint='e.g. MLAPP = {"THREADS": 1}',
+                id="mlapp.E001",
+            )
+        ]
     user = settings.user_settings
     for key in sorted(set(user) - set(DEFAULTS)):
         errors.append(
@@ -35,6 +45,14 @@ def _error(key: str, message: str, hint: str) -> Error:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_values() -> list:
@@ -60,9 +78,9 @@ def _check_values() -> list:
         )
     if not _positive_int(s.BATCH_CHUNK_SIZE):
         errors.append(_error("BATCH_CHUNK_SIZE", "must be a positive integer.", "e.g. 1000."))
-    if not isinstance(s.STAGING_CACHE_SIZE, int) or s.STAGING_CACHE_SIZE < 0:
+    if not _non_negative_int(s.STAGING_CACHE_SIZE):
         errors.append(_error("STAGING_CACHE_SIZE", "must be an integer >= 0.", "e.g. 2."))
-    if not isinstance(s.POLL_INTERVAL, (int, float)) or s.POLL_INTERVAL <= 0:
+    if not _number(s.POLL_INTERVAL) or s.POLL_INTERVAL <= 0:
         errors.append(_error("POLL_INTERVAL", "must be a positive number of seconds.", "e.g. 1.0."))
     if not isinstance(s.LOAD_ON_STARTUP, bool):
         errors.append(_error("LOAD_ON_STARTUP", "must be True or False.", "Default True."))
@@ -97,7 +115,7 @@ def _check_imports() -> list:
         for path in paths:
             try:
                 import_string(path)
-            except ImportError as exc:
+            except Exception as exc:  # ImportError, or the module itself is broken
                 if key == "RUNTIMES":
                     # A missing optional back end is a warning: models of other formats serve.
                     errors.append(

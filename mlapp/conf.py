@@ -69,7 +69,9 @@ class MLAppSettings:
 
     @property
     def user_settings(self) -> dict[str, Any]:
-        return dict(getattr(django_settings, "MLAPP", None) or {})
+        value = getattr(django_settings, "MLAPP", None) or {}
+        # A non-dict MLAPP is reported by mlapp.E001; read it as empty meanwhile.
+        return dict(value) if isinstance(value, dict) else {}
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in DEFAULTS:

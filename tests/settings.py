@@ -8,29 +8,17 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MLAPP_VAR_DIR", tempfile.mkdtemp(prefix="mlapp-test-var-"))
+ON_POSTGRES = os.environ.get("MLAPP_TEST_DB") == "postgres"
+if ON_POSTGRES:
+    os.environ["MLAPP_DB"] = "postgres"
 
-from project.settings import *  # noqa: F403
-from project.settings import BASE_DIR
+from project.settings import *  # noqa: E402,F403
+from project.settings import BASE_DIR, DATABASES  # noqa: E402
 
-if os.environ.get("MLAPP_TEST_DB") == "postgres":
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("PGDATABASE", "test"),
-            "USER": os.environ.get("PGUSER", "postgres"),
-            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-            "PORT": os.environ.get("PGPORT", "5432"),
-            "TEST": {"NAME": "test_mlapp"},
-        }
-    }
+if ON_POSTGRES:
+    DATABASES["default"]["TEST"] = {"NAME": "test_mlapp"}
 else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": ":memory:",
-            "TEST": {"NAME": str(Path(tempfile.gettempdir()) / "mlapp-test.sqlite3")},
-        }
-    }
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="mlapp-test-media-"))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from mlapp.exceptions import RuntimeNotInstalled
+from mlapp.exceptions import ArtifactError, RuntimeNotInstalled
 
 
 def import_torch() -> Any:
@@ -33,7 +33,13 @@ def torch_datatype(dtype: Any) -> str:
         torch.float32: "FP32",
         torch.float64: "FP64",
     }
-    return table.get(dtype, "FP32")
+    try:
+        return table[dtype]
+    except KeyError:
+        raise ArtifactError(
+            f"Tensors of dtype {dtype} have no Open Inference Protocol datatype; "
+            "export the model with one of bool, (u)int8-64, float16/32/64."
+        ) from None
 
 
 def apply_threads(options: dict[str, Any]) -> None:

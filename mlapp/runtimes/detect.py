@@ -2,8 +2,9 @@
 
 TorchScript archives, ``torch.save`` files and ``torch.export`` ``.pt2`` archives are all
 zip files with pickles inside, so they are told apart by their member names, never by the
-file's extension. Pickles found inside a TorchScript archive are scanned (not loaded) and
-refused when they reference anything beyond tensors and TorchScript classes.
+file's extension. Pickles found inside a TorchScript or torch.export archive are scanned
+(not loaded) and refused when they reference anything beyond tensors and TorchScript
+classes; torch.export archives carrying compiled (AOTInductor) code are refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import pickletools
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 from mlapp.exceptions import ArtifactError, UnsafeArtifact
@@ -137,12 +139,15 @@ def detect_format(path: str | Path) -> str:
         raise ArtifactError("The artifact file is empty.")
     if zipfile.is_zipfile(path):
         return _detect_zip(path)
-    if head[:1] == b"\x80" and head[1:2] in {bytes([p]) for p in range(2, 6)}:
+    if _is_pickle(head):
         raise UnsafeArtifact(f"This file is a Python pickle (e.g. pickle, joblib). {_PICKLE_HINT}")
-    if head[:2] == b"\x1f\x8b" or head[:1] == b"\x78" or head[:4] == b"\x04\x22\x4d\x18":
+    if _is_compressed(head):
+        if _is_pickle(_decompressed_head(path)):
+            raise UnsafeArtifact(
+                f"This file is a compressed Python pickle (as joblib writes). {_PICKLE_HINT}"
+            )
         raise ArtifactError(
-            "This file is compressed (gzip/zlib/lz4, as joblib writes); "
-            f"compressed pickles are refused. {_PICKLE_HINT}"
+            "This file is compressed (gzip/zlib/lz4): upload the model file itself, uncompressed."
         )
     if _looks_like_onnx(path):
         return ONNX
@@ -150,6 +155,30 @@ def detect_format(path: str | Path) -> str:
         "Unknown artifact format: expected a TorchScript archive, a torch.export .pt2 "
         "archive or an ONNX model."
     )
+
+
+def _is_pickle(head: bytes) -> bool:
+    # Protocol 2+ pickles open with PROTO n; older protocols are refused as unknown formats.
+    return head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5 if len(head) >= 2 else False
+
+
+def _is_compressed(head: bytes) -> bool:
+    gzip = head[:2] == b"\x1f\x8b"
+    # A zlib stream: CMF 0x78 (deflate, 32K window) and a header checksum divisible by 31.
+    zlib_stream = len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0
+    lz4 = head[:4] == b"\x04\x22\x4d\x18"
+    return gzip or zlib_stream or lz4
+
+
+def _decompressed_head(path: Path) -> bytes:
+    """The first bytes of a gzip or zlib file once inflated (b"" when that fails)."""
+    with path.open("rb") as fh:
+        data = fh.read(64 * 1024)
+    wbits = 16 + zlib.MAX_WBITS if data[:2] == b"\x1f\x8b" else zlib.MAX_WBITS
+    try:
+        return zlib.decompressobj(wbits).decompress(data, 16)
+    except zlib.error:
+        return b""
 
 
 def _detect_zip(path: Path) -> str:

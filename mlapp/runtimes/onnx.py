@@ -61,7 +61,11 @@ class OnnxRuntime(Runtime):
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
-        level = self.options.get("graph_optimization", "all")
+        level = self.options.get("graph_optimization") or "all"
+        if level not in _OPT_LEVELS:
+            raise ArtifactError(
+                f"Unknown ONNX graph optimisation {level!r}; use one of {', '.join(_OPT_LEVELS)}."
+            )
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
