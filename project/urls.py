@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.iris_page, name="iris"),
     path("admin/", admin.site.urls),
     path("api/mlapp/", include("mlapp.urls")),
+    path("", include("mlapp.api.v2.urls")),
 ]

@@ -16,7 +16,8 @@ from project.settings import *  # noqa: E402,F403
 from project.settings import BASE_DIR, DATABASES  # noqa: E402
 
 if ON_POSTGRES:
-    DATABASES["default"]["TEST"] = {"NAME": "test_mlapp"}
+    # Concurrent runs (a developer's and CI's) each need their own test database.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("MLAPP_TEST_DB_NAME", "test_mlapp")}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 

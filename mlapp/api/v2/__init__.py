@@ -1,0 +1,1 @@
+"""Open Inference Protocol V2 (REST), as KServe and Triton specify it."""
