@@ -1,0 +1,382 @@
+"""Open Inference Protocol V2 views: plain Django function views over the inference service.
+
+The inference hot path stays lean on purpose (issue 7 measured a plain view with orjson
+well ahead of a DRF view): no content negotiation, no serializer, no authentication or
+session lookup while the permission classes are ``AllowAny`` (the default), and no database
+query once the model is loaded. Bodies are read raw: ``tritonclient`` sends no Content-Type
+and may compress them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from django.conf import settings as django_settings
+from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+
+import mlapp
+from mlapp.api.v2 import protocol
+from mlapp.conf import settings
+from mlapp.exceptions import ArtifactError, MLAppError, ModelNotFound, ModelNotReady
+from mlapp.models import MLModel, ModelVersion
+from mlapp.registry import handler_for, registry
+from mlapp.runtimes.tensors import Signature
+from mlapp.service import service
+
+logger = logging.getLogger("mlapp.api.v2")
+
+JSON = "application/json"
+BINARY = "application/octet-stream"
+#: Request media types the infer endpoint reads. tritonclient sends none, which Python's
+#: wsgiref (runserver) reports as text/plain, so that one stands for "none" too.
+READABLE_TYPES = frozenset({"", "text/plain", JSON, BINARY})
+#: What ``GET /v2`` lists: only extensions this server implements.
+EXTENSIONS = ["binary_tensor_data"]
+#: ModelVersion.format -> the model metadata's ``platform``.
+PLATFORMS = {
+    "onnx": "onnxruntime_onnx",
+    "torchscript": "pytorch_torchscript",
+    "torch_export": "pytorch_export",
+}
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    return HttpResponse(orjson.dumps(data), status=status, content_type=JSON, headers=headers)
+
+
+def _error(message: str, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
+    return _json({"error": message}, status, headers)
+
+
+def _mlapp_error(exc: MLAppError) -> HttpResponse:
+    if exc.status_code >= 500:
+        logger.error("mlapp V2 error: %s", exc, exc_info=exc)
+        # A 500 never echoes internals; 503 (not ready, overloaded) says why.
+        message = exc.default_message if exc.status_code == 500 else exc.message
+    else:
+        message = exc.message
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    return _error(message, exc.status_code, headers)
+
+
+# -- permissions ----------------------------------------------------------------------------
+
+
+class V2View:
+    """What permission classes get as ``view``: the kind of access being checked."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+@functools.cache
+def _permission_classes(paths: tuple[str, ...]) -> tuple[type, ...]:
+    return tuple(import_string(path) for path in paths)
+
+
+def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
+    """Run the ``MLAPP`` permission classes of ``kind``; a response when access is refused.
+
+    All ``AllowAny`` (the default): nothing runs, so no session or token is looked up.
+    """
+    classes = _permission_classes(tuple(getattr(settings, f"{kind}_PERMISSION_CLASSES")))
+    if all(cls is AllowAny for cls in classes):
+        return None
+    drf_request = Request(
+        request, authenticators=[auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+    )
+    view = V2View(kind)
+    try:
+        for cls in classes:
+            permission = cls()
+            if permission.has_permission(drf_request, view):
+                continue
+            if drf_request.authenticators and not drf_request.successful_authenticator:
+                raise drf_exceptions.NotAuthenticated()
+            raise drf_exceptions.PermissionDenied(getattr(permission, "message", None))
+    except drf_exceptions.APIException as exc:
+        status = exc.status_code
+        headers = None
+        if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+            # DRF's rule (APIView.handle_exception): 401 with WWW-Authenticate when the first
+            # authentication class names a scheme (Token), else 403 (Session).
+            authenticators = drf_request.authenticators
+            challenge = (
+                authenticators[0].authenticate_header(drf_request) if authenticators else None
+            )
+            status = 401 if challenge else 403
+            headers = {"WWW-Authenticate": challenge} if challenge else None
+        return _error(str(exc.detail), status, headers)
+    return None
+
+
+# -- the view decorator -----------------------------------------------------------------------
+
+
+def v2_view(methods: tuple[str, ...], kind: str | None) -> Callable:
+    """A V2 endpoint: allowed methods, permission kind (None: open), errors as JSON.
+
+    CSRF-exempt: anonymous clients post without a token (session-authenticated requests are
+    still checked by DRF's SessionAuthentication when permissions need a user).
+    """
+
+    def decorate(func: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(func)
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                return _error(
+                    f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
+                    405,
+                    {"Allow": ", ".join(methods)},
+                )
+            try:
+                if kind is not None:
+                    denied = _denied(request, kind)
+                    if denied is not None:
+                        return denied
+                return func(request, *args, **kwargs)
+            except MLAppError as exc:
+                return _mlapp_error(exc)
+            except Exception:
+                logger.exception("mlapp V2: unexpected error on %s", request.path)
+                return _error("Internal server error.", 500)
+
+        return view
+
+    return decorate
+
+
+READ_METHODS = ("GET", "HEAD")
+
+
+# -- server ----------------------------------------------------------------------------------
+
+
+@v2_view(READ_METHODS, "READ")
+def server_metadata(request: HttpRequest) -> HttpResponse:
+    return _json({"name": "mlapp", "version": mlapp.__version__, "extensions": EXTENSIONS})
+
+
+@v2_view(READ_METHODS, None)
+def server_live(request: HttpRequest) -> HttpResponse:
+    return _json({"live": True})
+
+
+@v2_view(READ_METHODS, None)
+def server_ready(request: HttpRequest) -> HttpResponse:
+    """200 once startup loading ran in this process and every production version loaded.
+
+    Open to all, like liveness (probes carry no credentials); it names failed models but
+    not why they failed: the model's own ready endpoint says that.
+    """
+    if not registry.startup_done:
+        return _json(
+            {
+                "ready": False,
+                "error": "Models have not been loaded in this process: the WSGI entry point "
+                "must call mlapp.startup.load_models() (mlapp.wsgi.get_wsgi_application does) "
+                "with MLAPP['LOAD_ON_STARTUP'] on.",
+            },
+            503,
+            {"Retry-After": "1"},
+        )
+    if not registry.is_ready():
+        failed = sorted(name for name, state in registry.status().items() if not state["ready"])
+        return _json(
+            {
+                "ready": False,
+                "error": f"Not ready: {', '.join(failed)} failed to load; "
+                "GET /v2/models/<name>/ready says why.",
+            },
+            503,
+            {"Retry-After": "1"},
+        )
+    return _json({"ready": True})
+
+
+@v2_view(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"), None)
+def unknown_endpoint(request: HttpRequest) -> HttpResponse:
+    return _error(f"No Open Inference Protocol endpoint at {request.path}.", 404)
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def _version_number(name: str, version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not (version.isascii() and version.isdigit()):
+        raise ModelNotFound(f"Model {name!r} has no version {version!r}.")
+    return int(version)
+
+
+def _stored_versions(name: str) -> list[ModelVersion]:
+    versions = list(
+        ModelVersion.objects.filter(model__name=name).select_related("model").order_by("version")
+    )
+    if not versions and not MLModel.objects.filter(name=name).exists():
+        raise ModelNotFound(f"No model named {name!r}.")
+    return versions
+
+
+def _stored_signature(version: ModelVersion) -> Signature:
+    """What clients send and get for a stored version that is not loaded here."""
+    try:
+        signature = Signature.from_dict(version.signature)
+        handler = handler_for(version.model, signature)
+    except ArtifactError as exc:
+        raise ModelNotReady(f"{version} cannot be described: {exc}") from None
+    return handler.signature() if handler else signature
+
+
+def _describe(name: str, signature: Signature, fmt: str, versions: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": PLATFORMS.get(fmt, fmt),
+        "inputs": [spec.to_dict() for spec in signature.inputs],
+        "outputs": [spec.to_dict() for spec in signature.outputs],
+    }
+
+
+@v2_view(READ_METHODS, "READ")
+def model_metadata(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    """The model (its production version, or ``version``) as clients see it.
+
+    ``versions`` lists the versions that can be asked for by number: all but archived ones.
+    """
+    number = _version_number(name, version)
+    stored = _stored_versions(name)
+    available = [str(v.version) for v in stored if v.stage != ModelVersion.Stage.ARCHIVED]
+    loaded = registry.peek(name, number)
+    if loaded is not None:
+        return _json(_describe(name, loaded.signature, loaded.format, available))
+    if number is None:
+        row = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
+        if row is None:
+            raise ModelNotReady(f"Model {name!r} has no production version.")
+    else:
+        row = next((v for v in stored if v.version == number), None)
+        if row is None:
+            raise ModelNotFound(f"Model {name!r} has no version {number}.")
+    return _json(_describe(name, _stored_signature(row), row.format, available))
+
+
+@v2_view(READ_METHODS, "READ")
+def model_ready(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    """200 when this process has the model (version) loaded; 503 with the reason if not.
+
+    A production version is loaded at startup; another version on its first inference.
+    """
+    number = _version_number(name, version)
+    if registry.peek(name, number) is not None:
+        return _json({"name": name, "ready": True})
+    state = registry.status().get(name)
+    stored = _stored_versions(name)
+    if number is not None and not any(v.version == number for v in stored):
+        raise ModelNotFound(f"Model {name!r} has no version {number}.")
+    production = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
+    if (
+        state
+        and state["error"]
+        and (number is None or (production and production.version == number))
+    ):
+        reason = f"Model {name!r} failed to load: {state['error']}"
+    elif number is None and production is None:
+        reason = f"Model {name!r} has no production version."
+    elif number is None:
+        reason = f"Model {name!r} is not loaded in this process yet."
+    else:
+        reason = f"Version {number} of {name!r} is not loaded in this process yet."
+    return _json({"name": name, "ready": False, "error": reason}, 503, {"Retry-After": "1"})
+
+
+# -- inference -------------------------------------------------------------------------------
+
+
+def body_limit() -> int | None:
+    """Bytes a request body may have, before and after decompression (None: no limit)."""
+    limit = settings.V2_MAX_REQUEST_SIZE
+    return django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE if limit is None else limit
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    """The raw body, inflated; 413 beyond the limit, 415 for what this API does not read."""
+    meta = request.META
+    media_type = meta.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if media_type not in READABLE_TYPES:
+        raise protocol.UnsupportedMediaType(
+            f"Content-Type {media_type!r} is not read here: send application/json, "
+            "application/octet-stream (binary tensor data), or no Content-Type."
+        )
+    encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding not in protocol.ENCODINGS and encoding not in ("", "identity"):
+        raise protocol.UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not read here: use gzip, deflate or none."
+        )
+    limit = body_limit()
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise protocol.InvalidInput("Content-Length is not a number.") from None
+    if limit is not None and length > limit:
+        raise protocol.PayloadTooLarge(
+            f"The request body is {length} bytes; the limit is {limit} bytes "
+            "(MLAPP['V2_MAX_REQUEST_SIZE'], or DATA_UPLOAD_MAX_MEMORY_SIZE when unset)."
+        )
+    # Read raw, not request.body: that would apply DATA_UPLOAD_MAX_MEMORY_SIZE on its own.
+    body = request.read()
+    if encoding in protocol.ENCODINGS:
+        body = protocol.decompress(body, encoding, limit)
+    return body
+
+
+class _Decoder:
+    """Decodes the body against the signature of the version that answers (in the service,
+    so that a bad request is counted in the metrics), keeping what the response needs."""
+
+    __slots__ = ("body", "header_length", "request")
+
+    def __init__(self, body: bytes, header_length: str | None) -> None:
+        self.body = body
+        self.header_length = header_length
+        self.request: protocol.InferenceRequest | None = None
+
+    def __call__(self, signature: Signature) -> dict[str, Any]:
+        self.request = protocol.decode_request(self.body, self.header_length, signature)
+        return self.request.inputs
+
+
+@v2_view(("POST",), "PREDICT")
+def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    number = _version_number(name, version)
+    decoder = _Decoder(_read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+    prediction = service.predict(name, version=number, protocol="v2", decode=decoder)
+    content, json_length = protocol.encode_response(
+        model_name=prediction.model,
+        model_version=str(prediction.version),
+        request=decoder.request,
+        outputs=prediction.outputs,
+        output_names=prediction.signature.output_names,
+    )
+    if json_length is None:
+        return HttpResponse(content, content_type=JSON)
+    return HttpResponse(
+        content,
+        content_type=BINARY,
+        headers={"Inference-Header-Content-Length": str(json_length)},
+    )
