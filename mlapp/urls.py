@@ -3,18 +3,52 @@
 path("api/mlapp/", include("mlapp.urls")),
 """
 
-from django.urls import path
+from django.http import HttpRequest, JsonResponse
+from django.urls import Resolver404, path, re_path, resolve
 
-from mlapp.api.native import views
+from mlapp.api.native import schema, views
 
 app_name = "mlapp"
 
+
+def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Any other path under the prefix: a 404 in the API's error format."""
+    message = f"No route {request.path} in the mlapp API; see its schema for the routes."
+    if not request.path.endswith("/"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.url_name != "not-found":
+            message = f"No route {request.path}; did you mean {request.path}/ ?"
+    return JsonResponse({"error": message}, status=404)
+
+
+version = "models/<slug:name>/versions/<int:version>"
+
 urlpatterns = [
+    path("", views.ApiRootView.as_view(), name="api-root"),
     path("models/", views.ModelListView.as_view(), name="model-list"),
+    path("models/<slug:name>/", views.ModelDetailView.as_view(), name="model-detail"),
     path("models/<slug:name>/predict", views.PredictView.as_view(), name="predict"),
+    path("models/<slug:name>/rollback", views.RollbackView.as_view(), name="model-rollback"),
     path(
-        "models/<slug:name>/versions/<int:version>/predict",
-        views.PredictView.as_view(),
-        name="predict-version",
+        "models/<slug:name>/predictions/<path:key>",
+        views.StoredPredictionView.as_view(),
+        name="prediction-by-key",
     ),
+    path("models/<slug:name>/versions/", views.VersionListView.as_view(), name="version-list"),
+    path(f"{version}/", views.VersionDetailView.as_view(), name="version-detail"),
+    path(f"{version}/artifact", views.ArtifactView.as_view(), name="version-artifact"),
+    path(f"{version}/predict", views.PredictView.as_view(), name="predict-version"),
+    path(f"{version}/promote", views.PromoteView.as_view(), name="version-promote"),
+    path(f"{version}/archive", views.ArchiveView.as_view(), name="version-archive"),
+    path("jobs/", views.JobListView.as_view(), name="job-list"),
+    path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job-detail"),
+    path("jobs/<int:pk>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+    path("jobs/<int:pk>/predictions/", views.JobPredictionsView.as_view(), name="job-predictions"),
+    path("schema/", schema.SchemaView.as_view(), name="schema"),
+    path("schema/swagger/", schema.SwaggerView.as_view(), name="swagger"),
+    path("schema/redoc/", schema.RedocView.as_view(), name="redoc"),
+    re_path(r"^(?P<rest>.*)$", not_found, name="not-found"),
 ]

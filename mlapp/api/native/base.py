@@ -1,0 +1,163 @@
+"""What every native view shares: permissions by kind of access, errors, lookups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import Http404
+from rest_framework import exceptions, generics
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import Serializer
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from mlapp.api.errors import exception_handler
+from mlapp.api.native.pagination import MLAppPagination
+from mlapp.api.permissions import MANAGE, READ, permission_classes
+from mlapp.conf import settings
+from mlapp.exceptions import ModelNotFound
+from mlapp.models import MLModel, ModelVersion
+
+#: Room for the multipart framing and form fields around an uploaded file.
+FORM_OVERHEAD = 1024 * 1024
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class _NoFormatOverride:
+    """DRF's settings, less the ``?format=`` renderer override."""
+
+    URL_FORMAT_OVERRIDE = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(api_settings, name)
+
+
+class FormatIsAFilterNegotiation(DefaultContentNegotiation):
+    """Content negotiation for a list that filters on a field named ``format``."""
+
+    settings = _NoFormatOverride()
+
+
+class MLAppViewMixin:
+    """Permissions from ``MLAPP`` settings per kind of access; errors as ``{"error": ...}``.
+
+    ``read_access`` applies to GET/HEAD/OPTIONS, ``write_access`` to the other methods.
+    """
+
+    read_access = READ
+    write_access = MANAGE
+
+    def get_permissions(self) -> list:
+        method = self.request.method if self.request is not None else "GET"
+        # A method the view does not have answers 405 to whoever may read, not 403.
+        writes = method not in SAFE_METHODS and hasattr(self, method.lower())
+        kind = self.write_access if writes else self.read_access
+        return [cls() for cls in permission_classes(kind)]
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Django raises these while reading the body; left alone they become bare 400s.
+        if isinstance(exc, RequestDataTooBig):
+            exc = PayloadTooLarge(
+                "The request body is larger than this server accepts "
+                f"(DATA_UPLOAD_MAX_MEMORY_SIZE = {django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE} "
+                "bytes): send fewer rows per request, or run a batch job."
+            )
+        elif isinstance(exc, SuspiciousOperation):
+            exc = exceptions.ParseError(str(exc) or "Malformed request.")
+        elif isinstance(exc, Http404):
+            # DRF turns these into its own exceptions, but mlapp.api.errors flattens only those.
+            exc = exceptions.NotFound(str(exc) or "Not found.")
+        elif isinstance(exc, DjangoPermissionDenied):
+            exc = exceptions.PermissionDenied(str(exc) or None)
+        return super().handle_exception(exc)
+
+
+class MLAppAPIView(MLAppViewMixin, APIView):
+    """Base of the native views that are not generic."""
+
+
+class MLAppGenericView(MLAppViewMixin, generics.GenericAPIView):
+    """Base of the native detail views."""
+
+
+class MLAppListView(MLAppViewMixin, generics.ListAPIView):
+    """Base of the native lists: paginated, filtered."""
+
+    pagination_class = MLAppPagination
+
+
+def validated(serializer: Serializer) -> dict[str, Any]:
+    """The serializer's validated data, or a 400 whose message names each field's problem."""
+    if not serializer.is_valid():
+        raise exceptions.ValidationError(_flatten(serializer.errors))
+    return serializer.validated_data
+
+
+def _flatten(errors: Any, field: str | None = None) -> str:
+    if isinstance(errors, dict):
+        return "; ".join(
+            _flatten(v, None if k == api_settings.NON_FIELD_ERRORS_KEY else k)
+            for k, v in errors.items()
+        )
+    text = " ".join(_flatten(v) for v in errors) if isinstance(errors, list) else str(errors)
+    return f"{field}: {text}" if field else text
+
+
+def get_model(name: str) -> MLModel:
+    model = MLModel.objects.filter(name=name).first()
+    if model is None:
+        raise ModelNotFound(f"No model named {name!r}.")
+    return model
+
+
+def get_version(name: str, number: int) -> ModelVersion:
+    version = (
+        ModelVersion.objects.select_related("model", "parent", "created_by")
+        .filter(model__name=name, version=number)
+        .first()
+    )
+    if version is None:
+        get_model(name)
+        raise ModelNotFound(f"Model {name!r} has no version {number}.")
+    return version
+
+
+def refuse_oversized_body(request: Request, limit: int | None = None) -> None:
+    """Answer 413 before reading an upload whose declared length is beyond the limit."""
+    limit = settings.MAX_UPLOAD_SIZE if limit is None else limit
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length > limit + FORM_OVERHEAD:
+        raise PayloadTooLarge(
+            f"The upload is {length} bytes; the limit (MLAPP['MAX_UPLOAD_SIZE']) is {limit}."
+        )
+
+
+def check_file_size(size: int) -> None:
+    if size > settings.MAX_UPLOAD_SIZE:
+        raise PayloadTooLarge(
+            f"The file is {size} bytes; the limit (MLAPP['MAX_UPLOAD_SIZE']) is "
+            f"{settings.MAX_UPLOAD_SIZE}."
+        )

@@ -1,0 +1,43 @@
+"""Filters of the native lists (django-filter), shown in the schema and the browsable API."""
+
+from __future__ import annotations
+
+import django_filters
+
+from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
+
+
+class ModelFilter(django_filters.FilterSet):
+    task = django_filters.ChoiceFilter(choices=MLModel.Task.choices)
+
+    class Meta:
+        model = MLModel
+        fields = ["task"]
+
+
+class VersionFilter(django_filters.FilterSet):
+    stage = django_filters.ChoiceFilter(choices=ModelVersion.Stage.choices)
+    format = django_filters.CharFilter(help_text="Artifact format, e.g. onnx or torchscript.")
+
+    class Meta:
+        model = ModelVersion
+        fields = ["stage", "format"]
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=BatchJob.Status.choices)
+    model = django_filters.CharFilter(
+        field_name="version__model__name", help_text="Name of the model the job runs."
+    )
+
+    class Meta:
+        model = BatchJob
+        fields = ["status", "model"]
+
+
+class PredictionFilter(django_filters.FilterSet):
+    key = django_filters.CharFilter(help_text="The item's key.")
+
+    class Meta:
+        model = BatchPrediction
+        fields = ["key"]
