@@ -172,3 +172,22 @@ class BatchPrediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id}:{self.key}"
+
+
+class ChangeMarker(models.Model):
+    """A counter per model, bumped by every change to what that model serves.
+
+    Every process polls these few rows (at most about once a second, from a background
+    thread: ``mlapp.swap``) and reloads a model whose counter moved, so a promotion made in
+    one process reaches the others without a database query per request.
+    """
+
+    model_name = models.CharField(max_length=100, unique=True)
+    counter = models.BigIntegerField(default=0)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("change marker")
+
+    def __str__(self) -> str:
+        return f"{self.model_name}: {self.counter}"

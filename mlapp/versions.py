@@ -3,7 +3,10 @@
 The admin, the management API and ``manage.py register_model`` all call these. Stage
 changes run in one transaction with the model's row locked, and the database's conditional
 unique constraint guarantees one production version per model even where the lock is a
-no-op (SQLite).
+no-op (SQLite). Every change of the production version moves the model's change marker in
+the same transaction (``mlapp.swap``), so every process swaps within about a second; a
+change made by a user is recorded in Django's admin log (who, when, from which stage to
+which), whichever way it came in.
 """
 
 from __future__ import annotations
@@ -16,20 +19,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from django.apps import apps
 from django.core.files import File
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from mlapp import swap
 from mlapp.exceptions import StageError
 from mlapp.models import MLModel, ModelVersion
-from mlapp.validation import validate_artifact
+from mlapp.validation import ArtifactReport, validate_artifact
 
 logger = logging.getLogger("mlapp.versions")
 
 
 @contextmanager
-def _as_local_file(source: str | os.PathLike | IO[bytes]) -> Iterator[str]:
+def as_local_file(source: str | os.PathLike | IO[bytes]) -> Iterator[str]:
+    """A path to ``source`` on local disk: the path itself, an upload's temporary file, or a
+    temporary copy removed on exit."""
     if isinstance(source, (str, os.PathLike)):
         yield os.fspath(source)
         return
@@ -64,18 +71,19 @@ def register_version(
     filename: str | None = None,
     created_by: Any = None,
     promote: bool = False,
+    isolated: bool = False,
+    report: ArtifactReport | None = None,
 ) -> ModelVersion:
     """Validate an artifact, then store it as the model's next version (in ``staging``).
 
     The model is created if it does not exist. Nothing is stored when validation fails:
-    the ``ArtifactError`` propagates before any row or file is written.
+    the ``ArtifactError`` propagates before any row or file is written. ``isolated`` loads
+    the artifact in a separate process with a time limit (the admin's upload); ``report``
+    is the result of a validation this caller already ran on this very file.
     """
-    existing = MLModel.objects.filter(name=model_name).first()
-    inherited = None
-    if existing is not None and existing.production_version is not None:
-        inherited = existing.production_version.signature
-    with _as_local_file(artifact) as path:
-        report = validate_artifact(path, declared=signature, inherited=inherited)
+    with as_local_file(artifact) as path:
+        if report is None:
+            report = validate_upload(path, model_name, signature=signature, isolated=isolated)
         if filename is None:
             filename = os.path.basename(getattr(artifact, "name", None) or os.fspath(path))
         with transaction.atomic():
@@ -118,48 +126,101 @@ def register_version(
                 # Nothing stored on failure: remove the file the row would have named.
                 version.artifact.delete(save=False)
                 raise
+            if created_by is not None:
+                log_change(
+                    created_by,
+                    version,
+                    f"Uploaded and validated: stage {version.stage}.",
+                    added=True,
+                )
             if promote:
                 promote_version(version, user=created_by)
     logger.info("mlapp: registered %s (%s, sha256 %s)", version, version.format, version.sha256)
     return version
 
 
+def inherited_signature(model_name: str) -> dict[str, Any] | None:
+    """The signature of the model's production version, which a TorchScript upload inherits."""
+    production = (
+        ModelVersion.objects.filter(model__name=model_name, stage=ModelVersion.Stage.PRODUCTION)
+        .values_list("signature", flat=True)
+        .first()
+    )
+    return production or None
+
+
+def validate_upload(
+    path: str,
+    model_name: str,
+    *,
+    signature: dict[str, Any] | None = None,
+    isolated: bool = False,
+) -> ArtifactReport:
+    """Validate the file at ``path`` as a new version of ``model_name`` (stores nothing)."""
+    return validate_artifact(
+        path, declared=signature, inherited=inherited_signature(model_name), isolated=isolated
+    )
+
+
 def promote_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:
     """Make ``version`` the production version; the previous one becomes archived."""
+    return _make_production(version, user=user, action="promoted")
+
+
+def _make_production(version: ModelVersion, *, user: Any, action: str) -> ModelVersion:
     with transaction.atomic():
         MLModel.objects.select_for_update().get(pk=version.model_id)
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if version.stage == ModelVersion.Stage.PRODUCTION:
             return version
+        previous_stage = version.stage
+        replaced = list(
+            ModelVersion.objects.filter(
+                model_id=version.model_id, stage=ModelVersion.Stage.PRODUCTION
+            )
+        )
         # Archive first: the conditional unique constraint allows one production row.
-        ModelVersion.objects.filter(
-            model_id=version.model_id, stage=ModelVersion.Stage.PRODUCTION
-        ).update(stage=ModelVersion.Stage.ARCHIVED, stage_changed_at=timezone.now())
+        ModelVersion.objects.filter(pk__in=[v.pk for v in replaced]).update(
+            stage=ModelVersion.Stage.ARCHIVED, stage_changed_at=timezone.now()
+        )
         version.stage = ModelVersion.Stage.PRODUCTION
         version.stage_changed_at = timezone.now()
         version.promoted_at = timezone.now()
         version.save(update_fields=["stage", "stage_changed_at", "promoted_at"])
+        swap.bump(version.model.name)
+        if user is not None:
+            for old in replaced:
+                log_change(
+                    user, old, f"Stage: production → archived (replaced by v{version.version})."
+                )
+            note = f", replacing v{replaced[0].version}" if replaced else ""
+            log_change(user, version, f"Stage: {previous_stage} → production ({action}{note}).")
         transaction.on_commit(lambda: _stage_changed(version.model.name))
-    logger.info("mlapp: promoted %s by %s", version, user)
+    logger.info("mlapp: %s %s by %s", action, version, user)
     return version
+
+
+def rollback_target(model: MLModel) -> ModelVersion | None:
+    """The version a roll back of ``model`` would bring back (None: nothing to go back to)."""
+    current = model.production_version
+    return (
+        model.versions.exclude(pk=getattr(current, "pk", None))
+        .filter(promoted_at__isnull=False)
+        .order_by("-promoted_at")
+        .first()
+    )
 
 
 def rollback(model: MLModel, *, user: Any = None) -> ModelVersion:
     """Bring back the version that was in production before the current one."""
     with transaction.atomic():
         model = MLModel.objects.select_for_update().get(pk=model.pk)
-        current = model.production_version
-        previous = (
-            model.versions.exclude(pk=getattr(current, "pk", None))
-            .filter(promoted_at__isnull=False)
-            .order_by("-promoted_at")
-            .first()
-        )
+        previous = rollback_target(model)
         if previous is None:
             raise StageError(
                 f"Model {model.name!r} has no earlier production version to roll back to."
             )
-        return promote_version(previous, user=user)
+        return _make_production(previous, user=user, action="rolled back")
 
 
 def archive_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:
@@ -170,16 +231,47 @@ def archive_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:
             raise StageError(
                 f"{version} is in production: promote another version or roll back first."
             )
+        if version.stage == ModelVersion.Stage.ARCHIVED:
+            return version
+        previous_stage = version.stage
         version.stage = ModelVersion.Stage.ARCHIVED
         version.stage_changed_at = timezone.now()
         version.save(update_fields=["stage", "stage_changed_at"])
+        if user is not None:
+            log_change(user, version, f"Stage: {previous_stage} → archived.")
     logger.info("mlapp: archived %s by %s", version, user)
     return version
+
+
+def log_change(user: Any, obj: Any, message: str, *, added: bool = False) -> None:
+    """Record a change made by ``user`` in Django's admin log (the object's History page)."""
+    if not (apps.is_installed("django.contrib.admin") and getattr(user, "pk", None)):
+        return
+    from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    LogEntry.objects.create(
+        user_id=user.pk,
+        content_type=ContentType.objects.get_for_model(obj, for_concrete_model=False),
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:200],
+        action_flag=ADDITION if added else CHANGE,
+        change_message=message,
+    )
+
+
+def model_changed(model: MLModel) -> None:
+    """Tell every process to reload ``model`` (its handler or serving config changed).
+
+    Call it inside the transaction that saves the change.
+    """
+    swap.bump(model.name)
+    transaction.on_commit(lambda: _stage_changed(model.name))
 
 
 def _stage_changed(model_name: str) -> None:
     """Swap the model in this process's registry, if this process serves it."""
     from mlapp.registry import registry
 
-    if model_name in registry.loaded() or registry.startup_done:
-        registry.reload(model_name)
+    if registry.serves(model_name):
+        registry.reload(model_name, warm=True)

@@ -18,4 +18,11 @@ def get_wsgi_application() -> Any:
     from mlapp.startup import load_models
 
     load_models()
+    # A preloading server forks its workers next: they must not share the connection the
+    # master used to read the model rows (each opens its own on first use).
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
     return application

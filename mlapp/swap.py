@@ -1,0 +1,184 @@
+"""Hot swap across processes: a change marker per model, polled from a background thread.
+
+Every change to what a model serves (a promotion, a roll back, a new handler) moves that
+model's counter in :class:`mlapp.models.ChangeMarker`, in the same transaction as the change
+itself. Each process that serves models runs one :class:`ChangeWatcher` thread, started lazily
+on the first lookup after the fork (keyed by PID), which reads those few rows about once a
+second (``MLAPP["POLL_INTERVAL"]``) and reloads a model whose counter
+moved: the new version is loaded and warmed while the old one keeps answering, then swapped
+in. Requests never query the database for this; the pattern is django-celery-beat's
+``PeriodicTasks`` row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from django.db import IntegrityError, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from mlapp.conf import settings
+
+if TYPE_CHECKING:
+    from mlapp.registry import Registry
+
+logger = logging.getLogger("mlapp.swap")
+
+#: Seconds the first lookup of a process waits for the watcher's first poll.
+CATCH_UP_TIMEOUT = 10.0
+
+
+def bump(model_name: str) -> None:
+    """Move the change marker of ``model_name``.
+
+    Call it inside the transaction that changes what the model serves: other processes then
+    see the marker move only once the change itself is committed.
+    """
+    from mlapp.models import ChangeMarker
+
+    markers = ChangeMarker.objects.filter(model_name=model_name)
+    if markers.update(counter=F("counter") + 1, changed_at=timezone.now()):
+        return
+    try:
+        # First change of this model. A concurrent first change wins the unique
+        # constraint; this one then moves the row that the other one created.
+        with transaction.atomic():
+            ChangeMarker.objects.create(model_name=model_name, counter=1)
+    except IntegrityError:
+        markers.update(counter=F("counter") + 1, changed_at=timezone.now())
+
+
+def read_markers(model_name: str | None = None) -> dict[str, int]:
+    """``{model name: counter}`` of every model (or of one): a single indexed query."""
+    from mlapp.models import ChangeMarker
+
+    markers = ChangeMarker.objects.all()
+    if model_name is not None:
+        markers = markers.filter(model_name=model_name)
+    return dict(markers.values_list("model_name", "counter"))
+
+
+def poll_interval() -> float:
+    """Seconds between two polls; 0 when polling is off."""
+    value = settings.POLL_INTERVAL
+    return max(float(value), 0.0) if value else 0.0
+
+
+class ChangeWatcher:
+    """Polls the change markers for one registry and reloads the models that changed."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        #: The marker of every model as this process last saw it.
+        self.seen: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_warning = 0.0
+
+    # -- state shared with the registry ------------------------------------------------
+
+    def remember(self, model_name: str | None = None) -> None:
+        """Record the current markers (of every model, or of one) as seen.
+
+        Called before loading, so a change made during the load is seen as a change.
+        """
+        markers = read_markers(model_name)
+        if model_name is None:
+            self.seen = markers
+        else:
+            self.seen[model_name] = markers.get(model_name, 0)
+
+    # -- polling ------------------------------------------------------------------------
+
+    def poll(self) -> list[str]:
+        """Check the markers once; reload every served model whose marker moved.
+
+        Returns the names of the models that were reloaded (or found gone).
+        """
+        markers = read_markers()
+        reloaded = []
+        for name, counter in markers.items():
+            if self.seen.get(name) == counter:
+                continue
+            if self.registry.serves(name):
+                self.registry.reload(name, warm=True)
+                reloaded.append(name)
+            # A load that failed is recorded by the registry (the model is not ready, the
+            # old version keeps answering): it is not retried every second. A database
+            # error raises before this line, so the next poll tries again.
+            self.seen[name] = counter
+        return reloaded
+
+    def poll_safely(self) -> None:
+        """:meth:`poll`, logging (at most once a minute) instead of raising."""
+        try:
+            self.poll()
+        except Exception:
+            now = time.monotonic()
+            if now - self._last_warning > 60:
+                self._last_warning = now
+                logger.warning("mlapp: checking for promoted versions failed", exc_info=True)
+            # Drop this thread's connection if it broke; the next poll reconnects.
+            for connection in connections.all(initialized_only=True):
+                if connection.connection is not None and not connection.is_usable():
+                    connection.close()
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def start(self, *, catch_up: bool = False) -> bool:
+        """Start the polling thread of this process; False when polling is off.
+
+        With ``catch_up``, the thread polls at once and this call waits (a few seconds at
+        most) for that first poll: the first request of a freshly forked worker then does
+        not answer with a version replaced since the parent loaded it. The database is only
+        ever touched from the thread, on its own connection.
+        """
+        interval = poll_interval()
+        if not interval:
+            return False
+        self._stop = threading.Event()
+        caught_up = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(self._stop, interval, catch_up, caught_up),
+            name=f"mlapp-change-watcher-{os.getpid()}",
+            daemon=True,
+        )
+        self._thread.start()
+        if catch_up:
+            caught_up.wait(CATCH_UP_TIMEOUT)
+        return True
+
+    def stop(self) -> None:
+        """Stop the polling thread (tests, and a process that shuts down)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(
+        self,
+        stop: threading.Event,
+        interval: float,
+        catch_up: bool,
+        caught_up: threading.Event,
+    ) -> None:
+        try:
+            if catch_up:
+                self.poll_safely()
+            caught_up.set()
+            while not stop.wait(interval):
+                self.poll_safely()
+        finally:
+            caught_up.set()
+            # This thread's own connection (Django keeps one per thread).
+            connections.close_all()
