@@ -8,6 +8,7 @@ from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from mlapp.batching import BatchingConfig
 from mlapp.conf import DEFAULTS, IMPORT_STRINGS, settings
 
 _DEVICE_PREFIXES = ("cpu", "cuda", "mps")
@@ -36,6 +37,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         )
     errors.extend(_check_values())
     errors.extend(_check_imports())
+    errors.extend(_check_batch())
     return errors
 
 
@@ -82,26 +84,27 @@ def _check_values() -> list:
         errors.append(_error("STAGING_CACHE_SIZE", "must be an integer >= 0.", "e.g. 2."))
     if not _number(s.POLL_INTERVAL) or s.POLL_INTERVAL <= 0:
         errors.append(_error("POLL_INTERVAL", "must be a positive number of seconds.", "e.g. 1.0."))
-    if not isinstance(s.LOAD_ON_STARTUP, bool):
-        errors.append(_error("LOAD_ON_STARTUP", "must be True or False.", "Default True."))
-    batching = s.BATCHING
-    if not isinstance(batching, dict) or set(batching) - set(DEFAULTS["BATCHING"]):
+    if s.V2_MAX_REQUEST_SIZE is not None and not _positive_int(s.V2_MAX_REQUEST_SIZE):
         errors.append(
             _error(
-                "BATCHING", "has unknown keys.", f"Known keys: {', '.join(DEFAULTS['BATCHING'])}."
+                "V2_MAX_REQUEST_SIZE",
+                "must be None or a positive integer.",
+                "Bytes, e.g. 64 * 2**20; None uses DATA_UPLOAD_MAX_MEMORY_SIZE.",
             )
         )
-    else:
-        if not _positive_int(batching.get("max_batch_size")):
-            errors.append(
-                _error("BATCHING", "max_batch_size must be a positive integer.", "e.g. 32.")
-            )
-        delay = batching.get("max_queue_delay_ms")
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
-            errors.append(
-                _error("BATCHING", "max_queue_delay_ms must be a number >= 0.", "e.g. 2.0.")
-            )
+    if not isinstance(s.LOAD_ON_STARTUP, bool):
+        errors.append(_error("LOAD_ON_STARTUP", "must be True or False.", "Default True."))
+    try:
+        BatchingConfig.from_dict(s.BATCHING)
+    except (TypeError, ValueError) as exc:
+        errors.append(_error("BATCHING", f"{exc}.", _BATCHING_HINT))
     return errors
+
+
+_BATCHING_HINT = (
+    'e.g. {"enabled": True, "max_batch_size": 32, "max_queue_delay_ms": 2.0, '
+    '"max_queue_size": 256}; any key may be left out.'
+)
 
 
 def _check_imports() -> list:
@@ -133,6 +136,98 @@ def _check_imports() -> list:
                             id="mlapp.E003",
                         )
                     )
+    return errors
+
+
+def _check_batch() -> list:
+    """Batch job settings: executor, retries, the Celery app and registered sources."""
+    s = settings
+    errors = []
+    if s.BATCH_EXECUTOR not in {"auto", "celery", "thread"}:
+        errors.append(
+            _error("BATCH_EXECUTOR", "is not a known executor.", "'auto', 'celery' or 'thread'.")
+        )
+    if not _non_negative_int(s.BATCH_MAX_RETRIES):
+        errors.append(_error("BATCH_MAX_RETRIES", "must be an integer >= 0.", "e.g. 3."))
+    if not _number(s.BATCH_RETRY_DELAY) or s.BATCH_RETRY_DELAY < 0:
+        errors.append(_error("BATCH_RETRY_DELAY", "must be a number of seconds >= 0.", "e.g. 5."))
+    # (what the message names, dotted path, must be callable)
+    paths = [("MLAPP['CELERY_APP']", s.CELERY_APP, False)] if s.CELERY_APP is not None else []
+    sources = s.BATCH_SOURCES
+    if not isinstance(sources, dict):
+        return [*errors, _error("BATCH_SOURCES", "must be a dict.", "name -> {...}.")]
+    for name, spec in sources.items():
+        hint = '{"queryset": "app.sources.function", "inputs": ["field", ...], "key": "pk"}'
+        if (
+            not isinstance(spec, dict)
+            or set(spec) - {"queryset", "inputs", "key"}
+            or not isinstance(spec.get("queryset"), str)
+            or not isinstance(spec.get("inputs"), (list, dict, str))
+            or not isinstance(spec.get("key", "pk"), str)
+        ):
+            errors.append(_error("BATCH_SOURCES", f"entry {name!r} is malformed.", hint))
+            continue
+        paths.append((f"MLAPP['BATCH_SOURCES'][{name!r}]", spec["queryset"], True))
+    for label, path, must_call in paths:
+        if not isinstance(path, str):
+            errors.append(Error(f"{label} must be a dotted import path.", id="mlapp.E002"))
+            continue
+        try:
+            target = import_string(path)
+        except Exception as exc:  # ImportError, or the module itself is broken
+            errors.append(
+                Error(
+                    f"{label} {path!r} cannot be imported: {exc}",
+                    hint="Use a dotted path to an object that exists.",
+                    id="mlapp.E003",
+                )
+            )
+            continue
+        if must_call and not callable(target):
+            errors.append(
+                Error(
+                    f"{label} {path!r} is not callable.",
+                    hint="A function taking the job's params and returning a QuerySet.",
+                    id="mlapp.E002",
+                )
+            )
+    return errors
+
+
+@register(Tags.database)
+def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+    """Each model's ``serving["batching"]``, merged over ``MLAPP["BATCHING"]``, is valid.
+
+    A database check: ``manage.py check --database default`` and ``migrate`` run it. A model
+    with a bad config is served unbatched (and logged) until it is fixed.
+    """
+    if not databases:
+        return []
+    from django.db import DatabaseError
+
+    from mlapp.models import MLModel
+
+    try:
+        rows = list(MLModel.objects.values_list("name", "serving"))
+    except DatabaseError:  # not migrated yet: nothing to check
+        return []
+    base = settings.BATCHING if isinstance(settings.BATCHING, dict) else {}
+    errors = []
+    for name, serving in rows:
+        override = serving.get("batching", {}) if isinstance(serving, dict) else serving
+        try:
+            if not isinstance(override, dict):
+                raise ValueError(f"must be a dict, not {type(override).__name__}")
+            BatchingConfig.from_dict({**base, **override})
+        except (TypeError, ValueError) as exc:
+            errors.append(
+                Error(
+                    f"The serving config of model {name!r}: batching {exc}.",
+                    hint=f'Fix MLModel.serving["batching"] in the admin; {_BATCHING_HINT}',
+                    obj=name,
+                    id="mlapp.E004",
+                )
+            )
     return errors
 
 

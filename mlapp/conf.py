@@ -36,14 +36,42 @@ DEFAULTS: dict[str, Any] = {
     "ONNX_GRAPH_OPTIMIZATION": "all",
     # Load every production version when the web process starts (mlapp.startup).
     "LOAD_ON_STARTUP": True,
-    # Micro-batching defaults; a model overrides them in MLModel.serving["batching"].
-    "BATCHING": {"enabled": False, "max_batch_size": 32, "max_queue_delay_ms": 2.0},
+    # Micro-batching defaults; a model overrides any of them in MLModel.serving["batching"].
+    # enabled: group concurrent requests into one model call (models whose signature has no
+    # variable first dimension are never batched); max_batch_size: most rows in one call (a
+    # bigger request is cut into parts); max_queue_delay_ms: longest extra wait for more
+    # requests, only while batches are forming (an idle model answers at once);
+    # max_queue_size: requests waiting beyond this get 503 with Retry-After.
+    "BATCHING": {
+        "enabled": False,
+        "max_batch_size": 32,
+        "max_queue_delay_ms": 2.0,
+        "max_queue_size": 256,
+    },
     # Rows per chunk (one Celery task) of a batch job.
     "BATCH_CHUNK_SIZE": 1000,
+    # Where batch jobs run: "celery" (one task per chunk), "thread" (a background thread of
+    # the process that submits them), or "auto": Celery when its app has a broker URL.
+    "BATCH_EXECUTOR": "auto",
+    # Dotted path to the project's Celery app (e.g. "project.celery.app"); None: Celery's
+    # current app.
+    "CELERY_APP": None,
+    # Times a failed chunk runs again before its job fails, and seconds between the tries.
+    "BATCH_MAX_RETRIES": 3,
+    "BATCH_RETRY_DELAY": 5.0,
+    # Registered batch sources: name -> {"queryset": dotted path of a function taking the
+    # job's params as keyword arguments and returning a QuerySet, "inputs": [fields] (one
+    # input) or {input: [fields]}, "key": a unique field (default "pk")}.
+    "BATCH_SOURCES": {},
     # Non-production versions kept loaded for pinned-version requests (LRU).
     "STAGING_CACHE_SIZE": 2,
     # Seconds between checks of the change marker that signals a promotion elsewhere.
     "POLL_INTERVAL": 1.0,
+    # Seconds an uploaded artifact may take to load and run a sample in its validation process.
+    "VALIDATION_TIMEOUT": 60,
+    # Largest Open Inference Protocol V2 request body, in bytes, before and after
+    # decompression (413 beyond); None: Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
+    "V2_MAX_REQUEST_SIZE": None,
     # DRF permission classes (dotted paths) per kind of access.
     "READ_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "PREDICT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],

@@ -39,6 +39,13 @@ class ModelNotReady(MLAppError):
     default_message = "Model is not ready."
 
 
+class Overloaded(MLAppError):
+    """Too many requests are waiting for this model; the client should retry shortly."""
+
+    status_code = 503
+    default_message = "The model is overloaded; retry shortly."
+
+
 class ArtifactError(MLAppError):
     """An artifact cannot be accepted: unknown format, broken file, bad signature."""
 

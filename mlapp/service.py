@@ -6,15 +6,24 @@ Views (native and V2), the admin's "try it", batch jobs and ``mlapp.predict`` al
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from mlapp import metrics
 from mlapp.exceptions import InvalidInput
 from mlapp.registry import LoadedModel, Registry, registry
 from mlapp.runtimes.tensors import Signature, coerce_input
+from mlapp.stats import record_request
+
+#: The ``protocol`` label of calls from Python code (``mlapp.predict``, the admin, jobs).
+PYTHON = "python"
+
+#: Decodes a request body against the public signature into validated arrays.
+Decoder = Callable[[Signature], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -24,6 +33,8 @@ class Prediction:
     model: str
     version: int
     outputs: dict[str, np.ndarray]
+    #: The public signature of the version that answered (output order, datatypes).
+    signature: Signature | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: arrays become nested lists, bytes become text."""
@@ -71,14 +82,18 @@ def validate_inputs(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
             f"this model takes {', '.join(signature.input_names)}."
         )
     arrays = {spec.name: coerce_input(spec, inputs[spec.name]) for spec in signature.inputs}
-    rows = {a.shape[0] for a in arrays.values() if a.ndim}
-    if len(rows) > 1:
-        raise InvalidInput("All inputs must have the same number of rows (first dimension).")
+    check_rows(arrays)
     return arrays
 
 
+def check_rows(arrays: Mapping[str, np.ndarray]) -> None:
+    """All inputs of one request must have the same number of rows."""
+    if len(arrays) > 1 and len({a.shape[0] for a in arrays.values() if a.ndim}) > 1:
+        raise InvalidInput("All inputs must have the same number of rows (first dimension).")
+
+
 class InferenceService:
-    """Validates inputs against the signature, routes to a version, runs it."""
+    """Validates inputs against the signature, routes to a version, runs it, records metrics."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -87,11 +102,50 @@ class InferenceService:
         """The loaded model that would answer (raises ModelNotFound / ModelNotReady)."""
         return self.registry.get(name, version)
 
-    def predict(self, name: str, inputs: Any, *, version: int | None = None) -> Prediction:
-        loaded = self.registry.get(name, version)
-        arrays = validate_inputs(loaded.signature, inputs)
-        outputs = loaded.run(arrays)
-        return Prediction(model=loaded.name, version=loaded.version, outputs=outputs)
+    def predict(
+        self,
+        name: str,
+        inputs: Any = None,
+        *,
+        version: int | None = None,
+        protocol: str = PYTHON,
+        decode: Decoder | None = None,
+    ) -> Prediction:
+        """Run model ``name`` (its production version, or ``version``) on ``inputs``.
+
+        ``protocol`` labels the request in the metrics (``v2``, ``native``, ``python``).
+        ``decode``, when given, replaces the validation of ``inputs``: it turns the request
+        body into arrays checked against the signature in one pass (the V2 codec does).
+        Concurrent calls meet in the version's micro-batcher when batching is on for it.
+        """
+        started = time.perf_counter()
+        try:
+            loaded = self.registry.get(name, version)
+        except Exception as exc:
+            metrics.unrouted_failure(name, protocol, exc)
+            raise
+        observed = metrics.request_metrics(loaded.name, loaded.version, protocol)
+        try:
+            if decode is not None:
+                arrays = decode(loaded.signature)
+                check_rows(arrays)
+            else:
+                arrays = validate_inputs(loaded.signature, inputs)
+            batcher = loaded.batcher
+            if batcher is not None:
+                # The batcher records queue wait, compute time and batch size itself.
+                outputs = batcher.submit(arrays)
+            else:
+                computing = time.perf_counter()
+                outputs = loaded.run(arrays)
+                observed.compute.observe(time.perf_counter() - computing)
+        except Exception as exc:
+            observed.failed(exc)
+            raise
+        elapsed = time.perf_counter() - started
+        observed.answered(elapsed)
+        record_request(loaded.name, elapsed)
+        return Prediction(loaded.name, loaded.version, outputs, loaded.signature)
 
 
 #: The service of this process, over its registry.

@@ -4,6 +4,7 @@ Embedded defaults (SQLite in var/, local media, no broker) unless the environmen
 otherwise: DATABASE_URL-free on purpose, a few MLAPP_* variables are enough here.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -23,11 +24,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "mlapp",
     "project.demo",
+    "project.flowers",
 ]
 
 MIDDLEWARE = [
@@ -99,6 +102,8 @@ MEDIA_ROOT = VAR_DIR / "media"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
+        # Service-to-service clients: "Authorization: Token <key>" (manage.py drf_create_token).
+        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -115,6 +120,32 @@ SPECTACULAR_SETTINGS = {
 
 MLAPP = {
     "THREADS": int(os.environ["MLAPP_THREADS"]) if os.environ.get("MLAPP_THREADS") else None,
+    # Batch jobs go through this app when it has a broker; else they run in-process.
+    "CELERY_APP": "project.celery.app",
+    # The example app's table as a batch source (project/flowers/sources.py).
+    "BATCH_SOURCES": {
+        "flowers": {
+            "queryset": "project.flowers.sources.flowers",
+            "inputs": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+            "key": "pk",
+        },
+    },
+}
+
+# Celery runs batch job chunks when a broker is set (e.g. redis://127.0.0.1:6379/0); with
+# none, batch jobs run in a background thread of the process that submits them.
+CELERY_BROKER_URL = os.environ.get("MLAPP_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
+# A chunk is acknowledged after it ran, and requeued when its worker dies; Redis hands an
+# unacknowledged message to another worker after visibility_timeout seconds (JSON in
+# MLAPP_CELERY_TRANSPORT_OPTIONS overrides, e.g. '{"visibility_timeout": 60}').
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    **json.loads(os.environ.get("MLAPP_CELERY_TRANSPORT_OPTIONS") or "{}"),
 }
 
 # Where the demo's MiniLM build lives (tokenizer.json next to model.onnx).

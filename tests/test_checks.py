@@ -184,6 +184,7 @@ def test_settings_merge_a_partial_batching_override_over_defaults():
             "enabled": False,
             "max_batch_size": 4,
             "max_queue_delay_ms": 2.0,
+            "max_queue_size": 256,
         }
 
 

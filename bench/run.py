@@ -1,0 +1,522 @@
+"""The benchmark: mlapp's production server against the raw model call and KServe.
+
+Sets up a fresh database with the demo models, measures the raw model call, then starts each
+server in turn, pinned to one core, and drives it from wrk pinned to another core, over
+127.0.0.1, for a fixed time per cell: iris (TorchScript), digits (ONNX) and minilm (ONNX +
+tokenizer), OIP V2 JSON, batch 1, at each concurrency. KServe's Python model server serves
+the same artifacts from ``.venv-kserve``. Prints one table, then the memory (PSS) of one
+worker against two for minilm.
+
+    make bench                       # the whole run (about 6 minutes)
+    make bench BENCH_ARGS=--quick    # fewer cells, shorter (about 2 minutes)
+    .venv/bin/python bench/run.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.cases import cases  # noqa: E402
+
+PYTHON = str(ROOT / ".venv/bin/python")
+KSERVE_PYTHON = ROOT / ".venv-kserve/bin/python"
+LUA = str(ROOT / "bench/wrk_post.lua")
+#: The production server configurations (``make serve`` runs the first one).
+SERVERS = {
+    "granian": [PYTHON, str(ROOT / "project/granian_serve.py")],
+    "gunicorn": [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "-c",
+        str(ROOT / "project/gunicorn.conf.py"),
+        "project.wsgi:application",
+    ],
+}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                todo.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / CLOCK_TICKS
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size of ``pid`` and its descendants (shared pages counted once)."""
+    total_kib = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total_kib += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total_kib / 1024
+
+
+class Server:
+    """A server process group started for the benchmark, stopped on exit."""
+
+    def __init__(self, label: str, command: list[str], env: dict, port: int, log_path: Path):
+        self.label, self.port = label, port
+        self.log_path = log_path
+        with log_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        url = f"http://127.0.0.1:{self.port}/v2/health/ready"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{self.label} did not become ready:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self) -> Server:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float | None = None
+    errors: int = 0
+
+
+def wrk(core: int, port: int, bodies: Path, path: str, concurrency: int, seconds: float) -> dict:
+    command = [
+        "taskset", "-c", str(core), "wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s",
+        "--timeout", "10s", "-s", LUA, f"http://127.0.0.1:{port}", "--", str(bodies), path,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure(server: Server, core: int, bodies: Path, path: str, c: int, args) -> Cell:
+    wrk(core, server.port, bodies, path, c, args.warmup)
+    cpu_before = cpu_seconds(server.process.pid)
+    result = wrk(core, server.port, bodies, path, c, args.duration)
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    seconds = result["duration_us"] / 1e6
+    count = max(result["requests"], 1)
+    return Cell(
+        requests_per_s=result["requests"] / seconds,
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        cpu_us_per_request=1e6 * cpu / count,
+        errors=result["socket_errors"] + result["status_errors"],
+    )
+
+
+# -- set-up ---------------------------------------------------------------------------------
+
+
+def server_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``granian@WEB_THREADS=4@MLAPP_THREADS=1`` -> ("granian", {"WEB_THREADS": "4", ...})."""
+    name, *settings = spec.split("@")
+    return name, dict(item.split("=", 1) for item in settings)
+
+
+def django_env(var_dir: Path, port: int | None = None, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLAPP_", "WEB_", "PROMETHEUS_")) and k != "DJANGO_SETTINGS_MODULE"
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DJANGO_DEBUG="0",
+        MLAPP_VAR_DIR=str(var_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    if port is not None:
+        env.update(HOST="127.0.0.1", PORT=str(port))
+    env.update(extra)
+    return env
+
+
+def manage(var_dir: Path, *args: str) -> None:
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=django_env(var_dir),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+
+
+def set_batching(var_dir: Path, enabled: bool) -> None:
+    """Batching on or off for every model of the database (``MLModel.serving``)."""
+    code = (
+        "from mlapp.models import MLModel\n"
+        "for m in MLModel.objects.all():\n"
+        f"    m.serving = {{**m.serving, 'batching': {{'enabled': {enabled}}}}}\n"
+        "    m.save(update_fields=['serving'])\n"
+    )
+    manage(var_dir, "shell", "-c", code)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    raw: dict[str, dict] = field(default_factory=dict)
+    cells: dict[tuple[str, str, int], Cell] = field(default_factory=dict)
+    memory: dict[int, float] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=list)
+
+
+class RawCall:
+    """bench/raw.py kept running on the server core, measuring one model when asked."""
+
+    def __init__(self, core: int, var: Path, models: list[str], seconds: float) -> None:
+        command = ["taskset", "-c", str(core), PYTHON, str(ROOT / "bench/raw.py"), *models,
+                   "--seconds", str(seconds), "--serve"]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=django_env(var, MLAPP_THREADS="1"), text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        if self.process.stdout.readline().strip() != "ready":
+            raise SystemExit("bench/raw.py failed to load the models")
+
+    def measure(self, model: str) -> dict:
+        self.process.stdin.write(model + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def copy_database(source: Path, target: Path) -> Path:
+    """Another database with the same models (the artifacts themselves are shared)."""
+    target.mkdir()
+    for db in source.glob("db.sqlite3*"):
+        shutil.copy2(db, target / db.name)
+    (target / "media").symlink_to(source / "media")
+    return target
+
+
+def start_targets(args, work: Path, core: int, stack: ExitStack) -> list[Server]:
+    """Every server of the table at once, each pinned to ``core``: the cells of one model and
+    concurrency then run one right after the other, so that a change in the machine's load
+    (it is shared) hits every column alike. An idle server costs the others nothing."""
+    servers = []
+    for index, spec in enumerate(args.servers):
+        server_name, extra = server_spec(spec)
+        for batching in args.batching:
+            var = copy_database(work / "var", work / f"var-{index}-{batching}")
+            set_batching(var, batching == "on")
+            port = free_port()
+            servers.append(
+                Server(
+                    f"mlapp {spec}, batching {batching}",
+                    ["taskset", "-c", str(core), *SERVERS[server_name]],
+                    django_env(var, port, **extra),
+                    port,
+                    work / f"server-{index}-{batching}.log",
+                )
+            )
+    if not args.no_kserve:
+        port = free_port()
+        command = [
+            "taskset", "-c", str(core), str(KSERVE_PYTHON),
+            str(ROOT / "bench/kserve_server.py"), "--http_port", str(port),
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
+        servers.append(Server("KServe", command, env, port, work / "kserve.log"))
+    for server in servers:
+        stack.callback(server.stop)
+    for server in servers:
+        server.wait_ready()
+    return servers
+
+
+def run_targets(args, work: Path, server_core: int, load_core: int, results: Results) -> None:
+    selected = [cases()[name] for name in args.cases]
+    with ExitStack() as stack:
+        raw = RawCall(server_core, work / "var", sorted({c.model for c in selected}), args.raw_seconds)
+        stack.callback(raw.stop)
+        servers = start_targets(args, work, server_core, stack)
+        results.targets = [server.label for server in servers]
+        for case in selected:
+            bodies = work / f"{case.name}.bodies"
+            bodies.write_bytes(b"\n".join(case.bodies) + b"\n")
+            path = f"/v2/models/{case.model}/infer"
+            results.raw[case.name] = raw.measure(case.model)
+            log(f"raw call   {case.name:10} {results.raw[case.name]['calls_per_s']:8.0f} calls/s")
+            for c in args.concurrency:
+                runs: dict[str, list[Cell]] = {server.label: [] for server in servers}
+                for repeat in range(args.repeat):
+                    # Each repeat starts with another server: no column always goes first.
+                    order = servers[repeat % len(servers) :] + servers[: repeat % len(servers)]
+                    for server in order:
+                        runs[server.label].append(measure(server, load_core, bodies, path, c, args))
+                for server in servers:
+                    cell = _median(runs[server.label])
+                    results.cells[(server.label, case.name, c)] = cell
+                    log(
+                        f"{server.label:28} {case.name:10} c={c:<3} {cell.requests_per_s:8.0f} "
+                        f"req/s p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms  "
+                        f"cpu {cell.cpu_us_per_request:6.0f} us/req"
+                    )
+
+
+def _median(cells: list[Cell]) -> Cell:
+    """The run with the median throughput (its own latencies come with it)."""
+    return sorted(cells, key=lambda cell: cell.requests_per_s)[len(cells) // 2]
+
+
+def run_memory(args, work: Path, load_core: int, results: Results) -> None:
+    """PSS of master + workers for a minilm-only server with 1 and with 2 workers."""
+    var = work / "var-minilm"
+    manage(var, "migrate", "--noinput", "-v0")
+    manage(
+        var, "register_model", "minilm", str(ROOT / "fixtures/build/minilm/model.onnx"),
+        "--handler", "project.demo.handlers.MiniLMHandler", "--promote",
+    )  # fmt: skip
+    set_batching(var, args.batching[0] == "on")
+    bodies = work / "minilm.bodies"
+    bodies.write_bytes(b"\n".join(cases()["minilm"].bodies) + b"\n")
+    for workers in (1, 2):
+        port = free_port()
+        env = django_env(var, port, WEB_WORKERS=str(workers), MLAPP_THREADS="1")
+        name, extra = server_spec(args.servers[0])
+        env.update(extra)
+        command = SERVERS[name]
+        log_path = work / f"memory-{workers}.log"
+        with Server(f"{workers} worker(s)", command, env, port, log_path) as server:
+            # Traffic on every worker first: what they touch while serving is counted too.
+            wrk(load_core, port, bodies, "/v2/models/minilm/infer", 8, args.memory_seconds)
+            results.memory[workers] = pss_mib(server.process.pid)
+        log(f"memory: {workers} worker(s): {results.memory[workers]:.0f} MiB PSS")
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def table(args, results: Results) -> str:
+    main = results.targets[0] if results.targets else None
+    others = [t for t in results.targets[1:] if t != "KServe"]
+    kserve = "KServe" if "KServe" in results.targets else None
+    header = ["model", "c", "raw/s", "raw p50"]
+    header += ["req/s", "p50 ms", "p99 ms", "CPU µs", "÷raw"]
+    for other in others:
+        header += [f"{_short(other)} req/s", "p50 ms"]
+    if kserve:
+        header += ["KServe req/s", "p50 ms", "p99 ms", "CPU µs", "mlapp÷KServe"]
+    rows = []
+    for name in args.cases:
+        raw = results.raw.get(name, {})
+        for c in args.concurrency:
+            cell = results.cells.get((main, name, c))
+            if cell is None:
+                continue
+            row = [name, str(c)]
+            row += [f"{raw.get('calls_per_s', 0):.0f}", f"{raw.get('p50_us', 0) / 1000:.2f}"]
+            row += _cell(cell)
+            row.append(f"{cell.requests_per_s / raw['calls_per_s']:.2f}" if raw else "")
+            for other in others:
+                o = results.cells[(other, name, c)]
+                row += [f"{o.requests_per_s:.0f}", f"{o.p50_ms:.2f}"]
+            if kserve:
+                k = results.cells[(kserve, name, c)]
+                row += _cell(k)
+                row.append(f"{cell.requests_per_s / k.requests_per_s:.2f}")
+            rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"main columns: {main}"]
+    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        lines.append("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    errors = {k: v.errors for k, v in results.cells.items() if v.errors}
+    if errors:
+        lines.append(f"ERRORS (non-2xx or socket errors): {errors}")
+    if results.memory:
+        one, two = results.memory.get(1), results.memory.get(2)
+        lines.append(
+            f"memory, minilm only, PSS of master + workers after minilm traffic "
+            f"({args.servers[0]}, preloaded): 1 worker {one:.0f} MiB, 2 workers {two:.0f} MiB "
+            f"= {two / one:.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def _short(target: str) -> str:
+    return target.replace("mlapp ", "").replace(", batching ", " b:")
+
+
+def _cell(cell: Cell) -> list[str]:
+    return [
+        f"{cell.requests_per_s:.0f}",
+        f"{cell.p50_ms:.2f}",
+        f"{cell.p99_ms:.2f}",
+        f"{cell.cpu_us_per_request:.0f}",
+    ]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="c=1 and 32, 2 s per cell")
+    parser.add_argument("--cases", default="iris,digits,minilm,minilm-bin")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per cell")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds before each cell")
+    parser.add_argument(
+        "--servers",
+        default="granian",
+        help=f"comma-separated, of {', '.join(SERVERS)}; the first is the main columns; "
+        "NAME@VAR=VALUE@... sets environment variables of that server, e.g. "
+        "granian@WEB_THREADS=4",
+    )
+    parser.add_argument("--batching", default="on,off", help="on, off, or both (on,off)")
+    parser.add_argument("--no-kserve", action="store_true")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-seconds", type=float, default=3.0)
+    parser.add_argument("--raw-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per cell, in turn; the median is shown"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.concurrency, args.duration, args.warmup = "1,32", 2, 1
+        args.raw_seconds, args.memory_seconds = 1.5, 2.0
+    args.cases = args.cases.split(",")
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.servers = args.servers.split(",")
+    args.batching = args.batching.split(",")
+    unknown = [s for s in args.servers if server_spec(s)[0] not in SERVERS]
+    if unknown:
+        parser.error(f"unknown server(s) {unknown}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk (Debian/Ubuntu)")
+    if not args.no_kserve and not KSERVE_PYTHON.exists():
+        raise SystemExit("KServe's environment is missing: make kserve-venv (or --no-kserve)")
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("The benchmark needs two cores: one for the server, one for wrk.")
+    server_core, load_core = cores[0], cores[1]
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="mlapp-bench-"))
+    results = Results()
+    try:
+        log(f"setting up the demo models in {work}")
+        manage(work / "var", "migrate", "--noinput", "-v0")
+        manage(work / "var", "setup_demo", "--no-admin")
+        run_targets(args, work, server_core, load_core, results)
+        if not args.no_memory:
+            run_memory(args, work, load_core, results)
+    finally:
+        if args.keep:
+            log(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(table(args, results))
+    print(
+        f"server on core {server_core}, wrk on core {load_core}; {args.duration:g} s per cell; "
+        f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
+        f"{time.monotonic() - started:.0f} s in all"
+    )
+    if args.json:
+        data = {
+            "raw": results.raw,
+            "cells": {f"{t}|{n}|{c}": vars(v) for (t, n, c), v in results.cells.items()},
+            "memory": results.memory,
+        }
+        args.json.write_text(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    main()

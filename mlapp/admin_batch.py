@@ -1,0 +1,195 @@
+"""Admin pages of batch jobs: status, a progress bar, counts, errors, and a cancel action.
+
+Jobs are created by the API, ``manage.py run_batch`` and the host's code, not here: the
+pages are read-only apart from cancelling, which asks for confirmation first.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from mlapp import batch
+from mlapp.models import BatchJob
+
+ACTIVE = (BatchJob.Status.PENDING, BatchJob.Status.RUNNING)
+STATUS_COLOURS = {
+    BatchJob.Status.PENDING: "#777",
+    BatchJob.Status.RUNNING: "#2a6ebb",
+    BatchJob.Status.SUCCEEDED: "#2e7d32",
+    BatchJob.Status.FAILED: "#c62828",
+    BatchJob.Status.CANCELLED: "#a66a00",
+}
+#: Failed items shown on a job's page.
+ITEM_ERRORS_SHOWN = 20
+
+
+class BatchJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "version",
+        "source",
+        "status_badge",
+        "progress",
+        "counts",
+        "created_by",
+        "created_at",
+        "duration",
+    ]
+    list_display_links = ["id", "version"]
+    list_filter = ["status", "version__model"]
+    list_select_related = ["version__model", "created_by"]
+    search_fields = ["=id", "source_name", "source_file", "version__model__name"]
+    date_hierarchy = "created_at"
+    actions = ["cancel_selected"]
+    fields = [
+        "version",
+        "source",
+        "source_params",
+        "status_badge",
+        "progress",
+        "counts",
+        "error",
+        "item_errors",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("mlapp.change_batchjob")
+
+    # -- columns ------------------------------------------------------------------------
+
+    @admin.display(description=_("source"))
+    def source(self, obj: BatchJob) -> str:
+        if obj.source_name:
+            return f"{obj.source_name} (registered)"
+        return os.path.basename(obj.source_file.name) if obj.source_file else "-"
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: BatchJob) -> SafeString:
+        return format_html(
+            '<strong style="color: {}">{}</strong>',
+            STATUS_COLOURS.get(obj.status, "inherit"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj: BatchJob) -> SafeString:
+        handled = obj.done + obj.failed
+        percent = 100 * handled / obj.total if obj.total else 0
+        return format_html(
+            '<progress max="{}" value="{}" title="{}/{}"></progress> {}%',
+            max(obj.total, 1),
+            handled,
+            handled,
+            obj.total,
+            f"{percent:.0f}",
+        )
+
+    @admin.display(description=_("done / failed / total"))
+    def counts(self, obj: BatchJob) -> SafeString:
+        failed = (
+            format_html('<strong style="color: #c62828">{}</strong>', obj.failed)
+            if obj.failed
+            else "0"
+        )
+        return format_html("{} / {} / {}", obj.done, failed, obj.total)
+
+    @admin.display(description=_("duration"))
+    def duration(self, obj: BatchJob) -> str:
+        if not obj.started_at:
+            return "-"
+        end = obj.finished_at
+        if end is None:
+            return _("running")
+        return f"{(end - obj.started_at).total_seconds():.1f}s"
+
+    @admin.display(description=_("failed items"))
+    def item_errors(self, obj: BatchJob) -> SafeString | str:
+        failed = obj.predictions.exclude(error="").order_by("pk")
+        rows = list(failed.values_list("key", "error")[:ITEM_ERRORS_SHOWN])
+        if not rows:
+            return "-"
+        more = obj.failed - len(rows)
+        return format_html(
+            "<table><thead><tr><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>{}",
+            _("key"),
+            _("error"),
+            format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", rows),
+            format_html("<p>… {} more</p>", more) if more > 0 else "",
+        )
+
+    # -- cancel ------------------------------------------------------------------------------
+
+    @admin.action(description=_("Cancel selected batch jobs"), permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        jobs = list(queryset.select_related("version__model"))
+        active = [job for job in jobs if job.status in ACTIVE]
+        if request.POST.get("post") == "yes":
+            cancelled = [job for job in active if batch.cancel(job)]
+            if cancelled:
+                self.message_user(
+                    request,
+                    ngettext(
+                        "Cancelled %(count)d batch job: its chunks not yet started do nothing.",
+                        "Cancelled %(count)d batch jobs: their chunks not yet started do nothing.",
+                        len(cancelled),
+                    )
+                    % {"count": len(cancelled)},
+                    messages.SUCCESS,
+                )
+            skipped = len(jobs) - len(cancelled)
+            if skipped:
+                self.message_user(
+                    request,
+                    ngettext(
+                        "%(count)d job had already finished and was left as it was.",
+                        "%(count)d jobs had already finished and were left as they were.",
+                        skipped,
+                    )
+                    % {"count": skipped},
+                    messages.WARNING,
+                )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Cancel batch jobs?"),
+            "opts": self.model._meta,
+            "active": active,
+            "finished": [job for job in jobs if job.status not in ACTIVE],
+            "selected": jobs,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "cancel_url": request.get_full_path(),
+        }
+        return TemplateResponse(request, "admin/mlapp/batchjob/cancel_confirmation.html", context)
+
+
+def register(site: admin.AdminSite = admin.site) -> None:
+    """Register the batch job pages on ``site``, replacing a plainer registration."""
+    if site.is_registered(BatchJob):
+        site.unregister(BatchJob)
+    site.register(BatchJob, BatchJobAdmin)
+
+
+register()

@@ -1,0 +1,41 @@
+"""Batch prediction: run a model over many inputs, store the results, serve them by key.
+
+The public functions, for views, commands and the host project's own code::
+
+    from mlapp import batch
+    job = batch.create_job("iris", file="flowers.csv")      # or source="flowers"
+    batch.cancel(job)
+    batch.latest_prediction("iris", "17")
+
+``readers`` (sources and chunking), ``runner`` (one chunk through the inference service,
+idempotent writes) and ``writers`` (JSON Lines / CSV streams) hold the work; Celery only
+schedules chunks (``mlapp.tasks``).
+"""
+
+from mlapp.batch.jobs import (
+    BadSource,
+    QueueUnavailable,
+    cancel,
+    create_job,
+    enqueue,
+    executor,
+    inprocess,
+    latest_prediction,
+    prepare_job,
+    resolve_version,
+    submit,
+)
+
+__all__ = [
+    "BadSource",
+    "QueueUnavailable",
+    "cancel",
+    "create_job",
+    "enqueue",
+    "executor",
+    "inprocess",
+    "latest_prediction",
+    "prepare_job",
+    "resolve_version",
+    "submit",
+]

@@ -1,0 +1,301 @@
+"""Creating, submitting and cancelling batch jobs, and where their chunks run.
+
+A job is planned before anything is queued: its source is read once end to end, so a bad
+file is refused with a clear error (``BadSource``, HTTP 400) and no job is kept. The chunks
+are then handed over when the transaction commits: to Celery when a broker is configured
+(one task per chunk), else to a background thread of this process running the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from django.core.files import File
+from django.db import connections, transaction
+from django.db.models import F
+from django.utils.module_loading import import_string
+
+from mlapp.batch import runner
+from mlapp.batch.readers import BadSource, Chunk, Plan, QuerySetSource, file_source
+from mlapp.conf import settings
+from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady
+from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
+
+logger = logging.getLogger("mlapp.batch")
+
+#: The Celery task that runs one chunk (mlapp.tasks.run_batch_chunk).
+TASK_NAME = "mlapp.run_batch_chunk"
+
+
+class QueueUnavailable(MLAppError):
+    """The broker refused the job's chunks; the job is marked failed."""
+
+    status_code = 503
+    default_message = "The batch queue is unavailable; try again later."
+
+
+# -- where chunks run --------------------------------------------------------------------
+
+
+def celery_app() -> Any | None:
+    """The Celery app jobs are sent through (``MLAPP["CELERY_APP"]``), or None without Celery."""
+    if settings.CELERY_APP:
+        return import_string(settings.CELERY_APP)
+    try:
+        from celery import current_app
+    except ImportError:
+        return None
+    return current_app
+
+
+def executor() -> str:
+    """``"celery"`` or ``"thread"``: ``MLAPP["BATCH_EXECUTOR"]``, ``"auto"`` by the broker."""
+    choice = settings.BATCH_EXECUTOR
+    if choice != "auto":
+        return choice
+    app = celery_app()
+    return "celery" if app is not None and app.conf.broker_url else "thread"
+
+
+class InProcessRunner:
+    """One background thread per process running queued jobs one after another.
+
+    The embedded default: no broker, no worker, ``make demo`` runs batch jobs on SQLite.
+    A job interrupted by a restart stays as it was; submit it again to finish it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._futures: set[Future] = set()
+
+    def submit(self, job_id: int, chunks: Sequence[Chunk], policy: dict[str, Any]) -> Future:
+        with self._lock:
+            # A forked server worker must not share its parent's thread pool.
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlapp-batch")
+                self._pid = os.getpid()
+                self._futures = set()
+            future = self._pool.submit(self._run, job_id, list(chunks), policy)
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    @staticmethod
+    def _run(job_id: int, chunks: list[Chunk], policy: dict[str, Any]) -> None:
+        try:
+            runner.run_job(job_id, chunks, **policy)
+        except Exception as exc:  # the database went away, say: record it on the job
+            logger.exception("mlapp: in-process batch job %s stopped", job_id)
+            runner.fail_job(job_id, runner.describe(exc))
+        finally:
+            connections.close_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the jobs queued in this process; True when none is left running."""
+        with self._lock:
+            futures = list(self._futures)
+        _, pending = wait(futures, timeout=timeout)
+        return not pending
+
+
+inprocess = InProcessRunner()
+
+
+def _policy() -> dict[str, Any]:
+    return {
+        "max_retries": int(settings.BATCH_MAX_RETRIES),
+        "retry_delay": float(settings.BATCH_RETRY_DELAY),
+    }
+
+
+def _send_chunks(app: Any, job_id: int, chunks: Sequence[Chunk], policy: dict[str, Any]) -> None:
+    try:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                app.send_task(
+                    TASK_NAME, args=(job_id, chunk.to_dict()), kwargs=policy, producer=producer
+                )
+    except Exception as exc:
+        runner.fail_job(job_id, f"The chunks could not be queued: {exc}")
+        raise QueueUnavailable(f"The batch queue is unavailable: {exc}") from exc
+
+
+def enqueue(job: BatchJob, plan: Plan, *, where: str | None = None) -> None:
+    """Hand the job's chunks to Celery or the in-process runner once the transaction commits.
+
+    On commit: a worker must find the job's row, and a rolled-back job must run nowhere.
+    (So inside a test wrapped in a transaction nothing is sent: use a transactional test.)
+    """
+    where = where or executor()
+    policy = _policy()
+    if where == "celery":
+        transaction.on_commit(partial(_send_chunks, celery_app(), job.pk, plan.chunks, policy))
+    else:
+        transaction.on_commit(partial(inprocess.submit, job.pk, plan.chunks, policy))
+
+
+# -- creating jobs -----------------------------------------------------------------------
+
+
+def resolve_version(model: str | MLModel, version: int | None = None) -> ModelVersion:
+    """The version a job runs: ``version`` of ``model``, or its production version."""
+    name = model.name if isinstance(model, MLModel) else model
+    versions = ModelVersion.objects.select_related("model").filter(model__name=name)
+    if version is not None:
+        found = versions.filter(version=version).first()
+        if found is None:
+            if not MLModel.objects.filter(name=name).exists():
+                raise ModelNotFound(f"No model named {name!r}.")
+            raise ModelNotFound(f"Model {name!r} has no version {version}.")
+        return found
+    found = versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
+    if found is None:
+        if not MLModel.objects.filter(name=name).exists():
+            raise ModelNotFound(f"No model named {name!r}.")
+        raise ModelNotReady(f"Model {name!r} has no production version: name a version.")
+    return found
+
+
+@contextmanager
+def _local_file(file: Any) -> Iterator[tuple[str, str]]:
+    """``(name, local path)`` of a path, an uploaded file or any file object."""
+    if isinstance(file, (str, os.PathLike)):
+        yield os.path.basename(os.fspath(file)), os.fspath(file)
+        return
+    name = os.path.basename(getattr(file, "name", "") or "")
+    temporary_path = getattr(file, "temporary_file_path", None)
+    if temporary_path is not None:
+        yield name, temporary_path()
+        return
+    fd, tmp = tempfile.mkstemp(prefix="mlapp-batch-", suffix=os.path.splitext(name)[1])
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if hasattr(file, "chunks"):
+                for block in file.chunks():
+                    out.write(block)
+            else:
+                file.seek(0)
+                shutil.copyfileobj(file, out)
+        yield name, tmp
+    finally:
+        os.unlink(tmp)
+
+
+def prepare_job(
+    model: str | MLModel,
+    *,
+    version: int | None = None,
+    file: Any = None,
+    source: str | None = None,
+    params: dict[str, Any] | None = None,
+    chunk_size: int | None = None,
+    created_by: Any = None,
+) -> tuple[BatchJob, Plan]:
+    """Plan a job over ``file`` or the registered ``source`` and store it, not yet queued.
+
+    Raises ``BadSource`` (400) naming what to fix before anything is stored.
+    """
+    if (file is None) == (source is None):
+        raise BadSource("Give either an input file or the name of a registered source.")
+    if params and source is None:
+        raise BadSource("Params go with a registered source.")
+    model_version = resolve_version(model, version)
+    signature = runner.public_signature(model_version)
+    size = chunk_size or settings.BATCH_CHUNK_SIZE
+    job = BatchJob(
+        version=model_version,
+        source_name=source or "",
+        source_params=params or {},
+        created_by=created_by,
+    )
+    if source is not None:
+        plan = QuerySetSource(source, params or {}, signature).plan(size)
+        job.total = plan.total
+        job.save()
+        return job, plan
+    with _local_file(file) as (name, path):
+        plan = file_source(name, partial(open, path, "rb"), signature, path).plan(size)
+        job.total = plan.total
+        with open(path, "rb") as fh:
+            job.source_file.save(name, File(fh), save=False)
+        try:
+            job.save()
+        except Exception:
+            job.source_file.delete(save=False)
+            raise
+    return job, plan
+
+
+def create_job(model: str | MLModel, **kwargs: Any) -> BatchJob:
+    """Plan, store and queue a job (arguments of :func:`prepare_job`); returns it ``pending``."""
+    with transaction.atomic():
+        job, plan = prepare_job(model, **kwargs)
+        enqueue(job, plan)
+    return job
+
+
+def submit(job: BatchJob, *, chunk_size: int | None = None) -> BatchJob:
+    """Plan and queue a job whose row was stored elsewhere (the API creates them so).
+
+    A source that cannot be read raises ``BadSource`` (400) and the job is deleted with its
+    file: nothing is queued or kept. Submitting an unfinished job again runs what is missing
+    (keys already stored are skipped).
+    """
+    try:
+        plan = runner.open_source(job).plan(chunk_size or settings.BATCH_CHUNK_SIZE)
+    except MLAppError as exc:
+        if exc.status_code >= 500:
+            raise
+        if job.source_file:
+            job.source_file.delete(save=False)
+        job.delete()
+        raise
+    BatchJob.objects.filter(pk=job.pk).update(total=plan.total)
+    job.total = plan.total
+    enqueue(job, plan)
+    return job
+
+
+def cancel(job: BatchJob | int) -> bool:
+    """Cancel a pending or running job; chunks not yet started then do nothing."""
+    return runner.cancel_job(job.pk if isinstance(job, BatchJob) else job)
+
+
+def latest_prediction(model: str, key: str) -> BatchPrediction | None:
+    """The stored prediction of ``key`` from the model's latest succeeded job that has it."""
+    return (
+        BatchPrediction.objects.select_related("model", "version")
+        .filter(model__name=model, key=key, job__status=BatchJob.Status.SUCCEEDED)
+        .order_by(F("job__finished_at").desc(nulls_last=True), "-job_id")
+        .first()
+    )
+
+
+__all__ = [
+    "BadSource",
+    "QueueUnavailable",
+    "cancel",
+    "create_job",
+    "enqueue",
+    "executor",
+    "inprocess",
+    "latest_prediction",
+    "prepare_job",
+    "resolve_version",
+    "submit",
+]

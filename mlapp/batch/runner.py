@@ -1,0 +1,281 @@
+"""Running a batch job's chunks: plain code that Celery tasks and the in-process runner share.
+
+One chunk: read its items, skip the keys already stored when the chunk runs again (a
+retry, or a message handed out again after its worker died), run the rest through the
+inference service — the same one online requests go through, so an input gets the same
+answer online and in batch — and write the results in bulk. The write locks the job's row,
+inserts only keys not yet stored, and moves the counters in the same transaction, so a chunk
+that runs twice writes nothing twice and counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from mlapp.batch.readers import BadSource, Chunk, Item, QuerySetSource, Source, file_source
+from mlapp.exceptions import InvalidInput, MLAppError
+from mlapp.models import BatchJob, BatchPrediction, ModelVersion
+from mlapp.registry import handler_for
+from mlapp.runtimes.tensors import Signature
+from mlapp.service import service, to_json_value, validate_inputs
+
+logger = logging.getLogger("mlapp.batch")
+
+ACTIVE = (BatchJob.Status.PENDING, BatchJob.Status.RUNNING)
+#: Rows inserted per INSERT statement.
+INSERT_BATCH = 1000
+
+
+@dataclass
+class Result:
+    key: str
+    outputs: dict[str, Any] | None = None
+    error: str = ""
+
+
+@dataclass
+class ChunkOutcome:
+    """What one run of a chunk did."""
+
+    written: int = 0
+    failed: int = 0
+    #: The job was no longer active (cancelled, failed, finished, deleted): nothing ran.
+    stopped: bool = False
+
+
+def public_signature(version: ModelVersion) -> Signature:
+    """What clients send to ``version`` (its handler's signature), without loading weights."""
+    signature = Signature.from_dict(version.signature)
+    handler = handler_for(version.model, signature)
+    return handler.signature() if handler else signature
+
+
+def open_source(job: BatchJob, signature: Signature | None = None) -> Source:
+    """The source a stored job reads: its uploaded file, or its registered source."""
+    signature = signature or public_signature(job.version)
+    if job.source_name:
+        return QuerySetSource(job.source_name, job.source_params, signature)
+    if not job.source_file:
+        raise BadSource("The job has neither an input file nor a registered source.")
+    field = job.source_file
+    storage, name = field.storage, field.name
+    try:
+        path = storage.path(name)
+    except NotImplementedError:  # a remote storage: read through the storage API
+        path = None
+    return file_source(name, lambda: storage.open(name, "rb"), signature, path)
+
+
+# -- predicting -------------------------------------------------------------------------
+
+
+def _stack_key(arrays: dict[str, np.ndarray]) -> tuple | None:
+    """Items with the same key can be stacked along their first axis into one call."""
+    if any(a.ndim == 0 for a in arrays.values()):
+        return None
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(arrays.items()))
+
+
+def predict_items(model: str, version: int, items: Sequence[Item]) -> list[Result]:
+    """Run ``items`` through the inference service, stacked into as few calls as fit.
+
+    Items the service refuses (wrong shape, wrong dtype) get the same error message native
+    predict would answer; a failure of the model itself raises, and the chunk is retried.
+    """
+    signature = service.model(model, version).signature
+    results: dict[str, Result] = {}
+    groups: dict[Any, list[tuple[str, dict[str, np.ndarray]]]] = {}
+    for item in items:
+        if item.error:
+            results[item.key] = Result(item.key, error=item.error)
+            continue
+        try:
+            arrays = item.inputs if item.checked else validate_inputs(signature, item.inputs)
+        except InvalidInput as exc:
+            results[item.key] = Result(item.key, error=exc.message)
+            continue
+        key = _stack_key(arrays)
+        groups.setdefault(key if key is not None else ("alone", item.key), []).append(
+            (item.key, arrays)
+        )
+    for members in groups.values():
+        for key, outputs in _run_group(model, version, members):
+            results[key] = Result(key, outputs=outputs)
+    return [results[item.key] for item in items]
+
+
+def _run_group(
+    model: str, version: int, members: list[tuple[str, dict[str, np.ndarray]]]
+) -> Iterable[tuple[str, dict[str, Any]]]:
+    names = list(members[0][1])
+    counts = [len(arrays[names[0]]) for _, arrays in members]
+    stacked = (
+        members[0][1]
+        if len(members) == 1
+        else {n: np.concatenate([arrays[n] for _, arrays in members]) for n in names}
+    )
+    outputs = service.predict(model, stacked, version=version).outputs
+    rows = sum(counts)
+    if len(members) > 1 and any(o.ndim == 0 or len(o) != rows for o in outputs.values()):
+        # Outputs not one row per input row cannot be split: run each item on its own.
+        for key, arrays in members:
+            single = service.predict(model, arrays, version=version).outputs
+            yield key, {n: to_json_value(o) for n, o in single.items()}
+        return
+    start = 0
+    for (key, _), count in zip(members, counts, strict=True):
+        stop = start + count
+        yield key, {n: to_json_value(o[start:stop]) for n, o in outputs.items()}
+        start = stop
+
+
+# -- the job's state ---------------------------------------------------------------------
+
+
+def mark_running(job_id: int) -> None:
+    BatchJob.objects.filter(pk=job_id, status=BatchJob.Status.PENDING).update(
+        status=BatchJob.Status.RUNNING, started_at=timezone.now()
+    )
+
+
+def fail_job(job_id: int, message: str) -> bool:
+    """Stop an active job as failed with ``message``; False if it had already stopped."""
+    logger.error("mlapp: batch job %s failed: %s", job_id, message)
+    return bool(
+        BatchJob.objects.filter(pk=job_id, status__in=ACTIVE).update(
+            status=BatchJob.Status.FAILED, error=message[:10_000], finished_at=timezone.now()
+        )
+    )
+
+
+def cancel_job(job_id: int) -> bool:
+    """Cancel an active job: its chunks not yet started do nothing. False if it had stopped."""
+    return bool(
+        BatchJob.objects.filter(pk=job_id, status__in=ACTIVE).update(
+            status=BatchJob.Status.CANCELLED, finished_at=timezone.now()
+        )
+    )
+
+
+def describe(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, MLAppError) else f"{type(exc).__name__}: {exc}"
+
+
+def chunk_failure(chunk: Chunk, attempts: int, exc: BaseException) -> str:
+    last = chunk.start + chunk.count - 1
+    return (
+        f"Chunk {chunk.index} (items {chunk.start}-{last}) failed after {attempts} "
+        f"attempt(s): {describe(exc)}"
+    )
+
+
+def _existing_keys(job_id: int, keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), INSERT_BATCH):
+        found.update(
+            BatchPrediction.objects.filter(
+                job_id=job_id, key__in=keys[start : start + INSERT_BATCH]
+            ).values_list("key", flat=True)
+        )
+    return found
+
+
+def write_results(job: BatchJob, results: Sequence[Result]) -> ChunkOutcome:
+    """Insert the results whose keys are not stored yet and move the counters, atomically."""
+    with transaction.atomic():
+        # The row lock serialises the writers of one job (PostgreSQL); SQLite serialises
+        # every writer itself. Either way the check below and the insert are not raced.
+        list(BatchJob.objects.select_for_update().filter(pk=job.pk).values_list("pk"))
+        existing = _existing_keys(job.pk, [r.key for r in results])
+        new = [
+            BatchPrediction(
+                job_id=job.pk,
+                model_id=job.version.model_id,
+                version_id=job.version_id,
+                key=r.key,
+                outputs=r.outputs if r.outputs is not None else {},
+                error=r.error,
+            )
+            for r in results
+            if r.key not in existing
+        ]
+        BatchPrediction.objects.bulk_create(new, batch_size=INSERT_BATCH)
+        failed = sum(1 for p in new if p.error)
+        outcome = ChunkOutcome(written=len(new) - failed, failed=failed)
+        if new:
+            BatchJob.objects.filter(pk=job.pk).update(
+                done=F("done") + outcome.written, failed=F("failed") + outcome.failed
+            )
+        BatchJob.objects.filter(
+            pk=job.pk,
+            status=BatchJob.Status.RUNNING,
+            total__lte=F("done") + F("failed"),
+        ).update(status=BatchJob.Status.SUCCEEDED, finished_at=timezone.now())
+    return outcome
+
+
+def run_chunk(job_id: int, chunk: Chunk, *, skip_stored: bool = True) -> ChunkOutcome:
+    """Run one chunk of a job; raises on a failure worth retrying.
+
+    ``skip_stored`` first looks for the chunk's keys already stored, so a chunk that runs
+    again does not run the model again; a caller that knows this is the chunk's first run
+    spares that query. Either way the write stores each key once.
+    """
+    job = BatchJob.objects.select_related("version__model").filter(pk=job_id).first()
+    if job is None or job.status not in ACTIVE:
+        return ChunkOutcome(stopped=True)
+    mark_running(job_id)
+    items = open_source(job).read(chunk)
+    existing = _existing_keys(job_id, [item.key for item in items]) if skip_stored else set()
+    todo = [item for item in items if item.key not in existing]
+    results = predict_items(job.version.model.name, job.version.version, todo) if todo else []
+    return write_results(job, results)
+
+
+def run_job(
+    job_id: int,
+    chunks: Sequence[Chunk],
+    *,
+    max_retries: int,
+    retry_delay: float,
+    progress: Callable[[ChunkOutcome], None] | None = None,
+) -> None:
+    """Run the chunks one after another in this process, each retried up to ``max_retries``.
+
+    A chunk that still fails then fails the job; a cancelled job stops at the next chunk.
+    """
+    # A job that stored nothing yet (the usual case) has no keys to skip on a first try.
+    resumed = BatchPrediction.objects.filter(job_id=job_id).exists()
+    for chunk in chunks:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = run_chunk(job_id, chunk, skip_stored=resumed or attempt > 1)
+                break
+            except Exception as exc:
+                if attempt > max_retries:
+                    logger.exception("mlapp: chunk %s of job %s failed", chunk.index, job_id)
+                    fail_job(job_id, chunk_failure(chunk, attempt, exc))
+                    return
+                logger.warning(
+                    "mlapp: chunk %s of job %s failed (attempt %s), retrying: %s",
+                    chunk.index,
+                    job_id,
+                    attempt,
+                    describe(exc),
+                )
+                time.sleep(retry_delay)
+        if outcome.stopped:
+            return
+        if progress is not None:
+            progress(outcome)

@@ -1,0 +1,62 @@
+"""``manage.py purge_predictions --days N``: delete batch jobs older than N days.
+
+A finished job (succeeded, failed or cancelled) whose end is older than the limit goes with
+its stored predictions and its input file. The latest succeeded job of each model is kept
+unless ``--include-latest``: it is what predictions by key are served from.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Max
+from django.utils import timezone
+
+from mlapp.models import BatchJob, BatchPrediction
+
+FINISHED = (BatchJob.Status.SUCCEEDED, BatchJob.Status.FAILED, BatchJob.Status.CANCELLED)
+
+
+class Command(BaseCommand):
+    help = "Delete finished batch jobs older than --days, with their predictions and files."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--days", type=float, required=True, help="Age limit: jobs finished before it go."
+        )
+        parser.add_argument(
+            "--include-latest",
+            action="store_true",
+            help="Also delete the latest succeeded job of a model (its keys stop answering).",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["days"] < 0:
+            raise CommandError("--days must be >= 0.")
+        cutoff = timezone.now() - timedelta(days=options["days"])
+        old = BatchJob.objects.filter(status__in=FINISHED, finished_at__lt=cutoff)
+        if not options["include_latest"]:
+            latest = (
+                BatchJob.objects.filter(status=BatchJob.Status.SUCCEEDED)
+                .values("version__model")
+                .annotate(last=Max("pk"))
+                .values_list("last", flat=True)
+            )
+            old = old.exclude(pk__in=list(latest))
+        job_ids = list(old.values_list("pk", flat=True))
+        predictions = BatchPrediction.objects.filter(job_id__in=job_ids)
+        counted = predictions.count()
+        verb = "Would delete" if options["dry_run"] else "Deleted"
+        if not options["dry_run"]:
+            for job in BatchJob.objects.filter(pk__in=job_ids).exclude(source_file=""):
+                job.source_file.delete(save=False)
+            # Predictions first, in one statement, then the (now light) jobs.
+            predictions.delete()
+            BatchJob.objects.filter(pk__in=job_ids).delete()
+        self.stdout.write(
+            f"{verb} {len(job_ids)} batch job(s) and {counted} prediction(s) "
+            f"finished before {cutoff:%Y-%m-%d %H:%M} UTC."
+        )

@@ -1,0 +1,41 @@
+"""Celery tasks: thin wrappers over ``mlapp.batch.runner``, which does the work.
+
+Each chunk of a batch job is one task. It is acknowledged late and rejected (so requeued)
+when its worker dies, and the runner's writes are idempotent: a chunk that runs again after
+a crash, or twice at once, stores every key exactly once. With Redis as the broker, a
+message whose worker vanished comes back after the transport's ``visibility_timeout``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from mlapp.batch import runner
+from mlapp.batch.readers import Chunk
+
+
+@shared_task(
+    bind=True,
+    name="mlapp.run_batch_chunk",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def run_batch_chunk(
+    self: Any, job_id: int, chunk: dict[str, Any], max_retries: int = 3, retry_delay: float = 5.0
+) -> dict[str, int]:
+    """Run one chunk; retry it up to ``max_retries`` times, then fail the job."""
+    part = Chunk.from_dict(chunk)
+    # A retry, or a message handed out again (its worker died): keys may be stored already.
+    again = self.request.retries > 0 or bool((self.request.delivery_info or {}).get("redelivered"))
+    try:
+        outcome = runner.run_chunk(job_id, part, skip_stored=again)
+    except Exception as exc:
+        attempts = self.request.retries + 1
+        if attempts > max_retries:
+            runner.fail_job(job_id, runner.chunk_failure(part, attempts, exc))
+            return {"written": 0, "failed": 0}
+        raise self.retry(exc=exc, countdown=retry_delay, max_retries=max_retries) from exc
+    return {"written": outcome.written, "failed": outcome.failed}

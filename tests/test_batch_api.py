@@ -1,0 +1,100 @@
+"""The batch routes of the native API driven by ``mlapp.batch.submit`` (the create hook).
+
+A stub Celery app records the chunks the API queues; the test then runs them the way a
+worker would, so every step is deterministic.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from mlapp import batch
+from mlapp.api.native import views
+from mlapp.batch import runner
+from mlapp.batch.readers import Chunk
+from mlapp.models import BatchJob
+from mlapp.versions import register_version
+
+pytestmark = pytest.mark.django_db
+
+
+class Recorder:
+    """A Celery app that keeps what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.conf = type("Conf", (), {"broker_url": "redis://stub"})()
+        self.sent: list[tuple] = []
+
+    @contextmanager
+    def producer_or_acquire(self):
+        yield None
+
+    def send_task(self, name, args, kwargs, producer):
+        self.sent.append(args)
+
+
+recorder = Recorder()
+
+
+@pytest.fixture
+def api(onnx_file, monkeypatch):
+    # What the lead wires up: the API's create hook is mlapp.batch.submit.
+    monkeypatch.setattr(views, "enqueue_job", batch.submit)
+    recorder.sent.clear()
+    register_version("affine", onnx_file, promote=True)
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user("ops", is_staff=True))
+    with override_settings(MLAPP={"THREADS": 1, "CELERY_APP": "tests.test_batch_api.recorder"}):
+        yield client
+
+
+def _upload(content: bytes, name: str = "rows.csv") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content, content_type="text/csv")
+
+
+def test_a_job_created_over_the_api_is_queued_run_and_served_by_key(
+    api, django_capture_on_commit_callbacks
+):
+    rows = b"key,a,b,c\n" + b"".join(b"k%d,%d,1,0\n" % (i, i) for i in range(5))
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api.post(
+            "/api/mlapp/jobs/", {"model": "affine", "file": _upload(rows)}, format="multipart"
+        )
+    assert created.status_code == 201, created.content
+    job_id = created.json()["id"]
+    assert created.json()["total"] == 5
+    assert [args[0] for args in recorder.sent] == [job_id]
+    for args in recorder.sent:  # what a worker does with each message
+        runner.run_chunk(args[0], Chunk.from_dict(args[1]))
+    detail = api.get(f"/api/mlapp/jobs/{job_id}/").json()
+    assert (detail["status"], detail["done"], detail["progress"]) == ("succeeded", 5, 1.0)
+    found = api.get("/api/mlapp/models/affine/predictions/k3").json()
+    assert (found["key"], found["outputs"]) == ("k3", {"y": [[5.5, -3.5]]})
+
+
+def test_a_bad_file_over_the_api_is_a_400_and_leaves_no_job(
+    api, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            "/api/mlapp/jobs/",
+            {"model": "affine", "file": _upload(b"key,a,b\nx,1,2\n")},
+            format="multipart",
+        )
+    assert response.status_code == 400
+    assert "takes 3 value(s) per row; 2 column(s)" in response.json()["error"]
+    assert not BatchJob.objects.exists()
+    assert recorder.sent == []
+
+
+def test_a_registered_source_over_the_api_with_unknown_name_is_a_400(api):
+    response = api.post("/api/mlapp/jobs/", {"model": "affine", "source": "nope"}, format="json")
+    assert response.status_code == 400
+    assert "No batch source named 'nope'" in response.json()["error"]
+    assert not BatchJob.objects.exists()
