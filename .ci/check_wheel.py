@@ -6,7 +6,11 @@ import zipfile
 REQUIRED = [
     "mlapp/py.typed",
     "mlapp/migrations/0001_initial.py",
+    "mlapp/migrations/0002_change_marker.py",
     "mlapp/apps.py",
+    "mlapp/templates/admin/mlapp/stage_confirmation.html",
+    "mlapp/templates/mlapp/api/redoc.html",
+    "mlapp/static/mlapp/admin.css",
 ]
 
 

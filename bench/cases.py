@@ -84,7 +84,10 @@ def cases() -> dict[str, Case]:
         "minilm-bin": Case(
             "minilm-bin",
             "minilm",
-            [_body([_tensor("text", "BYTES", a["text"])], binary_output="embedding") for a in texts],
+            [
+                _body([_tensor("text", "BYTES", a["text"])], binary_output="embedding")
+                for a in texts
+            ],
             texts,
         ),
     }

@@ -86,14 +86,16 @@ def build_models(kserve, root: Path):
             minilm = root / "fixtures/build/minilm"
             self.tokenizer = Tokenizer.from_file(str(minilm / "tokenizer.json"))
             self.tokenizer.no_padding()
-            self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106
+            self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
             self.tokenizer.enable_truncation(max_length=256)
             self.session = session(minilm / "model.onnx")
             self.ready = True
             return True
 
         def predict(self, payload, headers=None):
-            texts = [t.decode() if isinstance(t, bytes) else t for t in payload.inputs[0].as_numpy()]
+            texts = [
+                t.decode() if isinstance(t, bytes) else t for t in payload.inputs[0].as_numpy()
+            ]
             encodings = self.tokenizer.encode_batch(texts)
             feed = {
                 "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),

@@ -319,7 +319,9 @@ def start_targets(args, work: Path, core: int, stack: ExitStack) -> list[Server]
 def run_targets(args, work: Path, server_core: int, load_core: int, results: Results) -> None:
     selected = [cases()[name] for name in args.cases]
     with ExitStack() as stack:
-        raw = RawCall(server_core, work / "var", sorted({c.model for c in selected}), args.raw_seconds)
+        raw = RawCall(
+            server_core, work / "var", sorted({c.model for c in selected}), args.raw_seconds
+        )
         stack.callback(raw.stop)
         servers = start_targets(args, work, server_core, stack)
         results.targets = [server.label for server in servers]

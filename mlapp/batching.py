@@ -213,7 +213,9 @@ class MicroBatcher:
             while self._leading:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._idle.wait(remaining):
-                    logger.warning("mlapp: batcher of %s still busy after %.0fs", self.name, timeout)
+                    logger.warning(
+                        "mlapp: batcher of %s still busy after %.0fs", self.name, timeout
+                    )
                     return
 
     # -- the leader ---------------------------------------------------------------------

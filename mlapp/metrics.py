@@ -156,7 +156,11 @@ def unrouted_failure(model: str, protocol: str, exc: BaseException) -> None:
 
 def batch_observer(model: str) -> Callable[[BatchStats], None]:
     """The ``on_batch`` callback of a model's micro-batcher."""
-    size, compute, wait = BATCH_SIZE.labels(model), COMPUTE_LATENCY.labels(model), QUEUE_WAIT.labels(model)
+    size, compute, wait = (
+        BATCH_SIZE.labels(model),
+        COMPUTE_LATENCY.labels(model),
+        QUEUE_WAIT.labels(model),
+    )
 
     def observe(stats: BatchStats) -> None:
         size.observe(stats.size)

@@ -15,6 +15,7 @@ started lazily in each process, after the fork).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -68,13 +69,7 @@ class LoadedModel:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Handler preprocess, the runtime, handler postprocess, on validated inputs."""
-        tensors = self.handler.preprocess(inputs) if self.handler else inputs
-        try:
-            outputs = self.runtime.run(tensors)
-        except Exception as exc:
-            logger.exception("%s v%s failed to run", self.name, self.version)
-            raise InferenceError(f"Model {self.name} v{self.version} failed to run.") from exc
-        return self.handler.postprocess(outputs, inputs) if self.handler else outputs
+        return run_model(self.runtime, self.handler, self.name, self.version, inputs)
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -98,6 +93,27 @@ class LoadedModel:
         logger.info(
             "mlapp: warmed %s v%s in %.3fs", self.name, self.version, time.perf_counter() - started
         )
+
+
+def run_model(
+    runtime: Runtime,
+    handler: BaseHandler | None,
+    name: str,
+    version: int,
+    inputs: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Handler preprocess, the runtime, handler postprocess (what :meth:`LoadedModel.run` does).
+
+    A function of the parts rather than a method, so that a batcher holding it does not hold
+    its :class:`LoadedModel` (a retired version is released with its last request).
+    """
+    tensors = handler.preprocess(inputs) if handler else inputs
+    try:
+        outputs = runtime.run(tensors)
+    except Exception as exc:
+        logger.exception("%s v%s failed to run", name, version)
+        raise InferenceError(f"Model {name} v{version} failed to run.") from exc
+    return handler.postprocess(outputs, inputs) if handler else outputs
 
 
 def runtime_class(fmt: str) -> type[Runtime]:
@@ -181,7 +197,7 @@ def attach_batcher(loaded: LoadedModel, config: BatchingConfig | None) -> Loaded
         )
         return loaded
     loaded.batcher = MicroBatcher(
-        loaded.run,
+        functools.partial(run_model, loaded.runtime, loaded.handler, loaded.name, loaded.version),
         max_batch_size=config.max_batch_size,
         max_queue_delay_ms=config.max_queue_delay_ms,
         max_queue_size=config.max_queue_size,

@@ -47,6 +47,7 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<int:pk>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
     path("jobs/<int:pk>/predictions/", views.JobPredictionsView.as_view(), name="job-predictions"),
+    path("jobs/<int:pk>/download", views.JobDownloadView.as_view(), name="job-download"),
     path("schema/", schema.SchemaView.as_view(), name="schema"),
     path("schema/swagger/", schema.SwaggerView.as_view(), name="swagger"),
     path("schema/redoc/", schema.RedocView.as_view(), name="redoc"),

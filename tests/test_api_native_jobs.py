@@ -275,8 +275,10 @@ def test_prediction_by_key_of_an_unknown_model_is_a_404():
     assert response.json() == {"error": "No model named 'nope'."}
 
 
-def test_enqueue_hook_is_a_no_op_until_the_batch_issue(affine):
+def test_enqueue_hook_refuses_an_unknown_source_and_drops_the_job(affine):
+    from mlapp.batch.readers import BadSource
+
     job = make_job(affine, status=BatchJob.Status.PENDING)
-    assert views.enqueue_job(job) is None
-    job.refresh_from_db()
-    assert job.status == "pending"
+    with pytest.raises(BadSource, match="No batch source named 'users'"):
+        views.enqueue_job(job)
+    assert not BatchJob.objects.filter(pk=job.pk).exists()

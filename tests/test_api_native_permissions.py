@@ -68,7 +68,12 @@ def request(client: APIClient, route: str, world: dict):
         "jobs": ("get", "/api/mlapp/jobs/", None, None),
         "job": ("get", f"/api/mlapp/jobs/{world['job']}/", None, None),
         "job-predictions": ("get", f"/api/mlapp/jobs/{world['job']}/predictions/", None, None),
-        "job-create": ("post", "/api/mlapp/jobs/", {"model": "affine", "source": "s"}, "json"),
+        "job-create": (
+            "post",
+            "/api/mlapp/jobs/",
+            {"model": "affine", "file": SimpleUploadedFile("rows.csv", b"a,b,c\n1,2,3\n")},
+            "multipart",
+        ),
         "job-cancel": ("post", f"/api/mlapp/jobs/{world['pending']}/cancel", None, None),
     }
     method, url, data, fmt = requests[route]

@@ -6,6 +6,7 @@ worker would, so every step is deterministic.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 
 import pytest
@@ -98,3 +99,27 @@ def test_a_registered_source_over_the_api_with_unknown_name_is_a_400(api):
     assert response.status_code == 400
     assert "No batch source named 'nope'" in response.json()["error"]
     assert not BatchJob.objects.exists()
+
+
+def test_job_predictions_download_as_jsonl_and_csv(api, django_capture_on_commit_callbacks):
+    rows = b"key,a,b,c\nfirst,1,2,3\nsecond,0,0,1\n"
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = api.post(
+            "/api/mlapp/jobs/", {"model": "affine", "file": _upload(rows)}, format="multipart"
+        ).json()["id"]
+    for args in recorder.sent:
+        runner.run_chunk(args[0], Chunk.from_dict(args[1]))
+    jsonl = api.get(f"/api/mlapp/jobs/{job_id}/download")
+    assert jsonl.status_code == 200
+    lines = [json.loads(line) for line in b"".join(jsonl.streaming_content).splitlines()]
+    assert {line["key"]: line["outputs"]["y"] for line in lines} == {
+        "first": [[14.5, 1.5]],
+        "second": [[3.5, 0.5]],
+    }
+    assert all((line["model"], line["version"]) == ("affine", 1) for line in lines)
+    csv_body = b"".join(api.get(f"/api/mlapp/jobs/{job_id}/download?as=csv").streaming_content)
+    assert csv_body.decode().splitlines()[0].startswith("key,")
+    bad = api.get(f"/api/mlapp/jobs/{job_id}/download?as=xml")
+    assert bad.status_code == 400
+    assert "csv" in bad.json()["error"]
+    assert APIClient().get(f"/api/mlapp/jobs/{job_id}/download").status_code == 403

@@ -16,8 +16,15 @@ from django.db.models import F, Prefetch
 from django.http import FileResponse
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import filters, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
@@ -63,12 +70,13 @@ from mlapp.versions import archive_version, promote_version, register_version, r
 
 
 def enqueue_job(job: BatchJob) -> None:
-    """Hand a newly created batch job to whatever runs jobs.
+    """Plan a newly created batch job and queue it (Celery on commit, or a thread).
 
-    BATCH ISSUE (#6): this hook does nothing yet; the job stays ``pending``. The batch issue
-    replaces the body (Celery task on commit, or the in-process runner without a broker).
+    A source that cannot be read raises ``BadSource`` (400); the job and its file are gone.
     """
-    return None
+    from mlapp.batch import submit
+
+    submit(job)
 
 
 def _user(request: Request) -> Any:
@@ -483,6 +491,29 @@ class JobPredictionsView(MLAppListView):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         _get_job(kwargs["pk"])
         return super().list(request, *args, **kwargs)
+
+
+@extend_schema(
+    tags=["jobs"],
+    parameters=[
+        OpenApiParameter(
+            "as", str, enum=["csv", "jsonl"], description="Download format (default jsonl)."
+        )
+    ],
+    responses={(200, "application/x-ndjson"): OpenApiTypes.STR, 404: docs.ERROR},
+)
+class JobDownloadView(MLAppGenericView):
+    """All predictions of a job, streamed as JSON Lines or CSV (never held in memory)."""
+
+    read_access = write_access = MANAGE
+
+    def get(self, request: Request, pk: int) -> Any:
+        from mlapp.batch.writers import streaming_response
+
+        fmt = request.query_params.get("as", "jsonl")
+        if fmt not in {"csv", "jsonl"}:
+            raise ValidationError({"as": "Use 'csv' or 'jsonl'."})
+        return streaming_response(_get_job(pk), fmt)
 
 
 @extend_schema(tags=["predict"], responses={200: BatchPredictionSerializer, 404: docs.ERROR})

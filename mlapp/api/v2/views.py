@@ -364,7 +364,9 @@ class _Decoder:
 @v2_view(("POST",), "PREDICT")
 def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
     number = _version_number(name, version)
-    decoder = _Decoder(_read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+    decoder = _Decoder(
+        _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
+    )
     prediction = service.predict(name, version=number, protocol="v2", decode=decoder)
     content, json_length = protocol.encode_response(
         model_name=prediction.model,
