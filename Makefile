@@ -1,4 +1,4 @@
-# mlapp: make demo | make test | make lint | make serve
+# mlapp: make demo | make test | make lint | make serve | make bench
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,15 +18,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The KServe SDK's client for the V2 client tests, in its own environment: kserve needs
-# protobuf 6, which our constraints do not allow. The version is the one the tests ran with.
+# KServe in its own environment, for the V2 client tests (its SDK's client) and for the
+# benchmark (its model server on the same artifacts: torch, ONNX Runtime, tokenizers at the
+# versions mlapp runs): kserve needs protobuf 6, which our constraints do not allow. The
+# versions are the ones the tests and the benchmark ran with.
 KSERVE_VENV := .venv-kserve
 KSERVE_VERSION := 0.21.0
-KSERVE_STAMP := $(KSERVE_VENV)/.installed-$(KSERVE_VERSION)
+KSERVE_STAMP := $(KSERVE_VENV)/.installed-$(KSERVE_VERSION)-bench
 
 $(KSERVE_STAMP):
 	test -x $(KSERVE_VENV)/bin/python || $(PY) -m venv $(KSERVE_VENV)
 	$(KSERVE_VENV)/bin/pip install --quiet --disable-pip-version-check kserve==$(KSERVE_VERSION)
+	# torch first and exact: the CPU wheel.
+	$(KSERVE_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(KSERVE_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		onnxruntime==1.32.0 tokenizers==0.23.3
 	touch $(KSERVE_STAMP)
 
 kserve-venv: $(KSERVE_STAMP)
@@ -37,6 +43,20 @@ demo: install
 	$(BIN)/python manage.py setup_demo
 	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
 	$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT) < /dev/null
+
+# The production server (granian, chosen by measurement: docs/performance.md) over the
+# database `make demo` set up; workers sized from the cores it may run on (taskset works).
+serve: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
+	DJANGO_DEBUG=0 PORT=$(PORT) $(BIN)/python project/granian_serve.py < /dev/null
+
+# mlapp against the raw model call and KServe (needs wrk: apt-get install wrk). About six
+# minutes; BENCH_ARGS=--quick for a shorter run, see bench/run.py --help.
+BENCH_ARGS ?=
+bench: install kserve-venv
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The full suite: once on SQLite, once on PostgreSQL (skipped with the reason when
 # PostgreSQL is not running, a failure under CI=true).
@@ -51,8 +71,8 @@ test-postgres: install
 	MLAPP_TEST_DB=postgres $(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check mlapp project tests fixtures
-	$(BIN)/ruff format --check mlapp project tests fixtures
+	$(BIN)/ruff check mlapp project tests fixtures bench
+	$(BIN)/ruff format --check mlapp project tests fixtures bench
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python manage.py check
 	$(BIN)/hadolint Dockerfile

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="load the models, then answer one line per model name read from stdin",
+        help="load the models, then answer one JSON line per line 'MODEL [SECONDS]' on stdin",
     )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -74,9 +74,10 @@ def main() -> None:
         print(json.dumps(results), flush=True)
         return
     print("ready", flush=True)
-    for line in sys.stdin:
-        name = line.strip()
-        result = measure(loaded[name].run, by_model[name].arrays, args.seconds)
+    for line in sys.stdin:  # "MODEL [SECONDS]"
+        name, *seconds = line.split()
+        duration = float(seconds[0]) if seconds else args.seconds
+        result = measure(loaded[name].run, by_model[name].arrays, duration)
         print(json.dumps(result), flush=True)
 
 

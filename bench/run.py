@@ -46,6 +46,14 @@ SERVERS = {
         str(ROOT / "project/gunicorn.conf.py"),
         "project.wsgi:application",
     ],
+    # For comparison only: granian's own command line, which loads the application in every
+    # worker after the fork (no weights shared copy-on-write).
+    "granian-cli": [
+        "sh",
+        "-c",
+        f"exec {ROOT / '.venv/bin/granian'} --interface wsgi --no-ws --host $HOST --port $PORT "
+        "--workers ${WEB_WORKERS:-1} --blocking-threads ${WEB_THREADS:-8} project.wsgi:application",
+    ],
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -90,19 +98,20 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
-def pss_mib(pid: int) -> float:
-    """Proportional set size of ``pid`` and its descendants (shared pages counted once)."""
-    total_kib = 0
+def pss_mib(pid: int) -> dict[int, float]:
+    """Proportional set size (MiB) of ``pid`` and of each of its descendants: shared pages
+    are split between the processes sharing them, so the sum counts them once."""
+    sizes = {}
     for p in descendants(pid):
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Pss:"):
-                        total_kib += int(line.split()[1])
+                        sizes[p] = int(line.split()[1]) / 1024
                         break
         except OSError:
             pass
-    return total_kib / 1024
+    return sizes
 
 
 class Server:
@@ -227,12 +236,22 @@ def manage(var_dir: Path, *args: str) -> None:
         raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
 
 
-def set_batching(var_dir: Path, enabled: bool) -> None:
-    """Batching on or off for every model of the database (``MLModel.serving``)."""
+def batching_config(spec: str) -> dict:
+    """``on``, ``off`` or ``on@max_queue_delay_ms=2@max_batch_size=16`` -> a batching config."""
+    mode, *settings = spec.split("@")
+    config: dict = {"enabled": mode == "on"}
+    for item in settings:
+        key, value = item.split("=", 1)
+        config[key] = float(value) if "." in value or key.endswith("_ms") else int(value)
+    return config
+
+
+def set_batching(var_dir: Path, spec: str) -> None:
+    """The batching config of every model of the database (``MLModel.serving``)."""
     code = (
         "from mlapp.models import MLModel\n"
         "for m in MLModel.objects.all():\n"
-        f"    m.serving = {{**m.serving, 'batching': {{'enabled': {enabled}}}}}\n"
+        f"    m.serving = {{**m.serving, 'batching': {batching_config(spec)!r}}}\n"
         "    m.save(update_fields=['serving'])\n"
     )
     manage(var_dir, "shell", "-c", code)
@@ -243,7 +262,8 @@ def set_batching(var_dir: Path, enabled: bool) -> None:
 
 @dataclass
 class Results:
-    raw: dict[str, dict] = field(default_factory=dict)
+    #: (case, concurrency) -> the raw call measured next to those cells.
+    raw: dict[tuple[str, int], dict] = field(default_factory=dict)
     cells: dict[tuple[str, str, int], Cell] = field(default_factory=dict)
     memory: dict[int, float] = field(default_factory=dict)
     targets: list[str] = field(default_factory=list)
@@ -262,8 +282,8 @@ class RawCall:
         if self.process.stdout.readline().strip() != "ready":
             raise SystemExit("bench/raw.py failed to load the models")
 
-    def measure(self, model: str) -> dict:
-        self.process.stdin.write(model + "\n")
+    def measure(self, model: str, seconds: float) -> dict:
+        self.process.stdin.write(f"{model} {seconds}\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())
 
@@ -290,7 +310,7 @@ def start_targets(args, work: Path, core: int, stack: ExitStack) -> list[Server]
         server_name, extra = server_spec(spec)
         for batching in args.batching:
             var = copy_database(work / "var", work / f"var-{index}-{batching}")
-            set_batching(var, batching == "on")
+            set_batching(var, batching)
             port = free_port()
             servers.append(
                 Server(
@@ -329,15 +349,20 @@ def run_targets(args, work: Path, server_core: int, load_core: int, results: Res
             bodies = work / f"{case.name}.bodies"
             bodies.write_bytes(b"\n".join(case.bodies) + b"\n")
             path = f"/v2/models/{case.model}/infer"
-            results.raw[case.name] = raw.measure(case.model)
-            log(f"raw call   {case.name:10} {results.raw[case.name]['calls_per_s']:8.0f} calls/s")
             for c in args.concurrency:
                 runs: dict[str, list[Cell]] = {server.label: [] for server in servers}
+                raws = []
                 for repeat in range(args.repeat):
-                    # Each repeat starts with another server: no column always goes first.
+                    # The raw call in the same minute as the cells it is compared with: the
+                    # machine's load changes. Each repeat starts with another server, so that
+                    # no column always goes first.
+                    raws.append(raw.measure(case.model, args.raw_seconds))
                     order = servers[repeat % len(servers) :] + servers[: repeat % len(servers)]
                     for server in order:
                         runs[server.label].append(measure(server, load_core, bodies, path, c, args))
+                raws.sort(key=lambda r: r["calls_per_s"])
+                median = results.raw[(case.name, c)] = raws[len(raws) // 2]
+                log(f"raw call   {case.name:10} c={c:<3} {median['calls_per_s']:8.0f} calls/s")
                 for server in servers:
                     cell = _median(runs[server.label])
                     results.cells[(server.label, case.name, c)] = cell
@@ -361,7 +386,7 @@ def run_memory(args, work: Path, load_core: int, results: Results) -> None:
         var, "register_model", "minilm", str(ROOT / "fixtures/build/minilm/model.onnx"),
         "--handler", "project.demo.handlers.MiniLMHandler", "--promote",
     )  # fmt: skip
-    set_batching(var, args.batching[0] == "on")
+    set_batching(var, args.memory_batching)
     bodies = work / "minilm.bodies"
     bodies.write_bytes(b"\n".join(cases()["minilm"].bodies) + b"\n")
     for workers in (1, 2):
@@ -374,8 +399,10 @@ def run_memory(args, work: Path, load_core: int, results: Results) -> None:
         with Server(f"{workers} worker(s)", command, env, port, log_path) as server:
             # Traffic on every worker first: what they touch while serving is counted too.
             wrk(load_core, port, bodies, "/v2/models/minilm/infer", 8, args.memory_seconds)
-            results.memory[workers] = pss_mib(server.process.pid)
-        log(f"memory: {workers} worker(s): {results.memory[workers]:.0f} MiB PSS")
+            sizes = pss_mib(server.process.pid)
+        results.memory[workers] = sum(sizes.values())
+        each = ", ".join(f"{size:.0f}" for size in sizes.values())
+        log(f"memory: {workers} worker(s): {results.memory[workers]:.0f} MiB PSS ({each})")
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -388,13 +415,13 @@ def table(args, results: Results) -> str:
     header = ["model", "c", "raw/s", "raw p50"]
     header += ["req/s", "p50 ms", "p99 ms", "CPU µs", "÷raw"]
     for other in others:
-        header += [f"{_short(other)} req/s", "p50 ms"]
+        header += [f"{_short(other)} req/s", "p50 ms", "CPU µs"]
     if kserve:
         header += ["KServe req/s", "p50 ms", "p99 ms", "CPU µs", "mlapp÷KServe"]
     rows = []
     for name in args.cases:
-        raw = results.raw.get(name, {})
         for c in args.concurrency:
+            raw = results.raw.get((name, c), {})
             cell = results.cells.get((main, name, c))
             if cell is None:
                 continue
@@ -404,26 +431,28 @@ def table(args, results: Results) -> str:
             row.append(f"{cell.requests_per_s / raw['calls_per_s']:.2f}" if raw else "")
             for other in others:
                 o = results.cells[(other, name, c)]
-                row += [f"{o.requests_per_s:.0f}", f"{o.p50_ms:.2f}"]
+                row += [f"{o.requests_per_s:.0f}", f"{o.p50_ms:.2f}", f"{o.cpu_us_per_request:.0f}"]
             if kserve:
                 k = results.cells[(kserve, name, c)]
                 row += _cell(k)
                 row.append(f"{cell.requests_per_s / k.requests_per_s:.2f}")
             rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [f"main columns: {main}"]
-    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
-    for row in rows:
-        lines.append("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    lines = []
+    if rows:
+        lines.append(f"main columns: {main}")
+        lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+        for row in rows:
+            lines.append("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
     errors = {k: v.errors for k, v in results.cells.items() if v.errors}
     if errors:
         lines.append(f"ERRORS (non-2xx or socket errors): {errors}")
     if results.memory:
         one, two = results.memory.get(1), results.memory.get(2)
         lines.append(
-            f"memory, minilm only, PSS of master + workers after minilm traffic "
-            f"({args.servers[0]}, preloaded): 1 worker {one:.0f} MiB, 2 workers {two:.0f} MiB "
-            f"= {two / one:.2f}x"
+            f"memory, minilm only, PSS of master + workers after {args.memory_seconds:g} s of "
+            f"minilm traffic at c=8 ({args.servers[0]}, batching {args.memory_batching}): "
+            f"1 worker {one:.0f} MiB, 2 workers {two:.0f} MiB = {two / one:.2f}x"
         )
     return "\n".join(lines)
 
@@ -455,11 +484,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "NAME@VAR=VALUE@... sets environment variables of that server, e.g. "
         "granian@WEB_THREADS=4",
     )
-    parser.add_argument("--batching", default="on,off", help="on, off, or both (on,off)")
+    parser.add_argument(
+        "--batching",
+        default="on,off",
+        help="comma-separated: on, off, or on@KEY=VALUE@... (a serving batching config, "
+        "e.g. on@max_queue_delay_ms=2)",
+    )
     parser.add_argument("--no-kserve", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--memory-seconds", type=float, default=3.0)
-    parser.add_argument("--raw-seconds", type=float, default=3.0)
+    parser.add_argument("--memory-only", action="store_true", help="only the memory lines")
+    parser.add_argument("--memory-seconds", type=int, default=3)
+    parser.add_argument("--memory-batching", default="off", help="batching config for memory")
+    parser.add_argument(
+        "--raw-seconds", type=float, default=2.0, help="seconds of raw calls per cell"
+    )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per cell, in turn; the median is shown"
     )
@@ -468,7 +506,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.duration, args.warmup = "1,32", 2, 1
-        args.raw_seconds, args.memory_seconds = 1.5, 2.0
+        args.raw_seconds, args.memory_seconds = 1.0, 2
     args.cases = args.cases.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.servers = args.servers.split(",")
@@ -494,10 +532,12 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="mlapp-bench-"))
     results = Results()
     try:
-        log(f"setting up the demo models in {work}")
-        manage(work / "var", "migrate", "--noinput", "-v0")
-        manage(work / "var", "setup_demo", "--no-admin")
-        run_targets(args, work, server_core, load_core, results)
+        if not args.memory_only:
+            log(f"setting up the demo models in {work}")
+            manage(work / "var", "migrate", "--noinput", "-v0")
+            manage(work / "var", "setup_demo", "--no-admin")
+        if not args.memory_only:
+            run_targets(args, work, server_core, load_core, results)
         if not args.no_memory:
             run_memory(args, work, load_core, results)
     finally:
@@ -513,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.json:
         data = {
-            "raw": results.raw,
+            "raw": {f"{n}|{c}": v for (n, c), v in results.raw.items()},
             "cells": {f"{t}|{n}|{c}": vars(v) for (t, n, c), v in results.cells.items()},
             "memory": results.memory,
         }

@@ -39,13 +39,14 @@ DEFAULTS: dict[str, Any] = {
     # Micro-batching defaults; a model overrides any of them in MLModel.serving["batching"].
     # enabled: group concurrent requests into one model call (models whose signature has no
     # variable first dimension are never batched); max_batch_size: most rows in one call (a
-    # bigger request is cut into parts); max_queue_delay_ms: longest extra wait for more
-    # requests, only while batches are forming (an idle model answers at once);
-    # max_queue_size: requests waiting beyond this get 503 with Retry-After.
+    # bigger request is cut into parts); max_queue_delay_ms: extra wait for more requests
+    # once batches are forming (0: greedy, a call takes what queued while the previous one
+    # ran; an idle model always answers at once); max_queue_size: requests waiting beyond
+    # this get 503 with Retry-After.
     "BATCHING": {
         "enabled": False,
         "max_batch_size": 32,
-        "max_queue_delay_ms": 2.0,
+        "max_queue_delay_ms": 0.0,
         "max_queue_size": 256,
     },
     # Rows per chunk (one Celery task) of a batch job.

@@ -8,7 +8,8 @@ application: the weights are shared copy-on-write, as with gunicorn's ``preload_
 Sizing, as ``project/gunicorn.conf.py``: workers from the cores this process may run on
 (``os.sched_getaffinity``, so ``taskset`` is honoured), ``WEB_THREADS`` blocking threads per
 worker, one torch / ONNX Runtime intra-op thread per worker unless ``MLAPP_THREADS`` says
-otherwise. ``HOST`` and ``PORT`` choose the address.
+otherwise. ``HOST`` and ``PORT`` choose the address. Collected static files (the admin's) are
+served by granian itself when ``STATIC_ROOT`` exists.
 
     python project/granian_serve.py
 """
@@ -49,12 +50,17 @@ def configure() -> dict[str, Any]:
 def main() -> None:
     options = configure()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from django.conf import settings
     from granian import Granian
     from granian.constants import Interfaces
 
     # Models load here, before the fork (and gc.freeze() keeps their pages shared).
     from project.wsgi import application
 
+    static = Path(settings.STATIC_ROOT)
+    if static.is_dir():  # collected (make serve does it): the admin's files, served by granian
+        options["static_path_route"] = ["/" + settings.STATIC_URL.strip("/")]
+        options["static_path_mount"] = [static]
     server = Granian(
         "project.wsgi:application",
         interface=Interfaces.WSGI,

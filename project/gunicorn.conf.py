@@ -1,4 +1,10 @@
-"""gunicorn configuration of the example project's production server (``make serve``).
+"""gunicorn configuration of the example project: the measured alternative to granian.
+
+``make serve`` runs granian (``project/granian_serve.py``): on this project's benchmark it
+answered more requests per core than gunicorn's gthread worker (docs/performance.md). This
+file is for deployments that prefer gunicorn::
+
+    gunicorn -c project/gunicorn.conf.py project.wsgi:application
 
 Weights are loaded once in the master (``preload_app``: project.wsgi loads the production
 versions) and shared copy-on-write by the forked workers. Each worker serves several

@@ -267,7 +267,8 @@ def test_hot_swap_with_batching_on_answers_every_request(onnx_file, settings):
             t.join(10)
     assert [a for a in answers if not isinstance(a, int)] == []
     assert set(answers) == {1, 2}
-    assert old.batcher._closed and old.batcher.pending() == 0
+    assert old.batcher._closed
+    assert old.batcher.pending() == 0
 
 
 def test_check_reports_a_bad_global_batching_value(settings):
@@ -295,4 +296,3 @@ def test_a_model_with_a_bad_batching_config_still_answers_unbatched(onnx_file, s
     MLModel.objects.filter(name="affine").update(serving={"batching": {"max_batch": 4}})
     assert registry.get("affine").batcher is None
     assert mlapp.predict("affine", [[1, 2, 3]]).outputs["y"].shape == (1, 2)
-

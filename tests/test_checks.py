@@ -183,7 +183,7 @@ def test_settings_merge_a_partial_batching_override_over_defaults():
         assert mlapp_settings.BATCHING == {
             "enabled": False,
             "max_batch_size": 4,
-            "max_queue_delay_ms": 2.0,
+            "max_queue_delay_ms": 0.0,
             "max_queue_size": 256,
         }
 

@@ -96,9 +96,7 @@ def test_metrics_endpoint_serves_the_exposition_text(affine, client):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
-    assert (
-        'mlapp_requests_total{model="affine",outcome="ok",protocol="v2",version="1"}' in text
-    )
+    assert 'mlapp_requests_total{model="affine",outcome="ok",protocol="v2",version="1"}' in text
     assert 'mlapp_model_ready{model="affine",version="1"} 1.0' in text
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import posixpath
 from typing import Any
 
 from django.db.models import F, Prefetch
 from django.http import FileResponse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -26,6 +28,7 @@ from drf_spectacular.utils import (
 from rest_framework import filters, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -62,11 +65,25 @@ from mlapp.api.native.serializers import (
 )
 from mlapp.api.native.status import example_inputs, public_signature
 from mlapp.api.permissions import MANAGE, PREDICT
+from mlapp.conf import settings
 from mlapp.exceptions import MLAppError, ModelNotFound
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
 from mlapp.registry import registry
 from mlapp.service import service
 from mlapp.versions import archive_version, promote_version, register_version, rollback
+
+#: Accept headers that mean "JSON is fine" (no header at all counts as */*).
+_JSON_ACCEPT = frozenset({"*/*", "application/json", ""})
+
+
+@functools.cache
+def _imported(paths: tuple[str, ...]) -> tuple[type, ...]:
+    return tuple(import_string(path) for path in paths)
+
+
+def _predict_permission_classes() -> tuple[type, ...]:
+    """``MLAPP["PREDICT_PERMISSION_CLASSES"]``, imported once per distinct value."""
+    return _imported(tuple(settings.PREDICT_PERMISSION_CLASSES))
 
 
 def enqueue_job(job: BatchJob) -> None:
@@ -339,6 +356,25 @@ class PredictView(MLAppAPIView):
     # Forms: the browsable API's HTML form sends the inputs as a JSON text field.
     parser_classes = [FastJSONParser, FormParser, MultiPartParser]
     renderer_classes = [FastJSONRenderer, BrowsableAPIRenderer]
+    _json_renderer = FastJSONRenderer()
+
+    # The hot path (measured, docs/performance.md): with predict open to all (AllowAny, the
+    # default) nobody is looked up before the model runs, and a client that accepts JSON gets
+    # it without DRF's content negotiation. Anything else takes DRF's usual way.
+
+    def get_permissions(self) -> list:
+        return [cls() for cls in _predict_permission_classes()]
+
+    def perform_authentication(self, request: Request) -> None:
+        if not all(cls is AllowAny for cls in _predict_permission_classes()):
+            super().perform_authentication(request)
+        # Else request.user stays lazy: the browsable API still shows who is logged in.
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        meta = request._request.META
+        if meta.get("HTTP_ACCEPT", "*/*") in _JSON_ACCEPT and not meta.get("QUERY_STRING"):
+            return self._json_renderer, self._json_renderer.media_type
+        return super().perform_content_negotiation(request, force)
 
     def post(self, request: Request, name: str, version: int | None = None) -> Response:
         prediction = service.predict(
