@@ -52,7 +52,7 @@ serve: install
 	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
 	DJANGO_DEBUG=0 PORT=$(PORT) $(BIN)/python project/granian_serve.py < /dev/null
 
-# mlapp against the raw model call and KServe (needs wrk: apt-get install wrk). About six
+# mlapp against the raw model call and KServe (needs wrk: apt-get install wrk). About seven
 # minutes; BENCH_ARGS=--quick for a shorter run, see bench/run.py --help.
 BENCH_ARGS ?=
 bench: install kserve-venv

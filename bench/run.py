@@ -1,14 +1,15 @@
 """The benchmark: mlapp's production server against the raw model call and KServe.
 
-Sets up a fresh database with the demo models, measures the raw model call, then starts each
-server in turn, pinned to one core, and drives it from wrk pinned to another core, over
-127.0.0.1, for a fixed time per cell: iris (TorchScript), digits (ONNX) and minilm (ONNX +
-tokenizer), OIP V2 JSON, batch 1, at each concurrency. KServe's Python model server serves
-the same artifacts from ``.venv-kserve``. Prints one table, then the memory (PSS) of one
-worker against two for minilm.
+Sets up a fresh database with the demo models, then starts every server at once, each pinned
+to one core: mlapp's production configuration (batching on, and off), KServe's Python model
+server on the same artifacts (from ``.venv-kserve``), and a process making raw model calls.
+wrk, pinned to another core, drives them over 127.0.0.1 for a fixed time per run: iris
+(TorchScript), digits (ONNX) and minilm (ONNX + tokenizer), OIP V2 JSON, batch 1, at each
+concurrency; the raw call is measured next to each cell, and each cell runs three times, the
+servers taking turns. Prints one table, then the memory (PSS) of one worker against two.
 
-    make bench                       # the whole run (about 6 minutes)
-    make bench BENCH_ARGS=--quick    # fewer cells, shorter (about 2 minutes)
+    make bench                       # the whole run (about 7 minutes)
+    make bench BENCH_ARGS=--quick    # c=1 and 32, one run per cell (about 2 minutes)
     .venv/bin/python bench/run.py --help
 """
 
@@ -472,10 +473,10 @@ def _cell(cell: Cell) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="c=1 and 32, 2 s per cell")
+    parser.add_argument("--quick", action="store_true", help="c=1 and 32, one 2 s run per cell")
     parser.add_argument("--cases", default="iris,digits,minilm,minilm-bin")
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per cell")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per run of a cell")
     parser.add_argument("--warmup", type=int, default=1, help="seconds before each cell")
     parser.add_argument(
         "--servers",
@@ -496,16 +497,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-seconds", type=int, default=3)
     parser.add_argument("--memory-batching", default="off", help="batching config for memory")
     parser.add_argument(
-        "--raw-seconds", type=float, default=2.0, help="seconds of raw calls per cell"
+        "--raw-seconds", type=float, default=1.0, help="seconds of raw calls per run of a cell"
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per cell, in turn; the median is shown"
+        "--repeat", type=int, default=3, help="runs per cell, in turn; the median is shown"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.concurrency, args.duration, args.warmup = "1,32", 2, 1
+        args.concurrency, args.duration, args.warmup, args.repeat = "1,32", 2, 1, 1
         args.raw_seconds, args.memory_seconds = 1.0, 2
     args.cases = args.cases.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

@@ -183,3 +183,33 @@ def test_batching_module_imports_no_django():
 
     code = "import sys, mlapp.batching; assert 'django' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_forked_child_starts_with_an_idle_batcher():
+    from mlapp import batching
+
+    model = GatedModel()
+    model.gate.set()
+    batcher = MicroBatcher(model)
+    # As if a thread of the parent was running a call when the process forked: in the child
+    # that thread does not exist, and nobody would ever pass the lead on.
+    batcher._leading = True
+    batcher._mutex.acquire()
+    batching._after_fork()
+    out = batcher.submit({"x": np.full((1, 2), 2, np.float32)})
+    np.testing.assert_array_equal(out["y"], [[4, 4]])
+
+
+def test_batching_config_names_the_bad_key():
+    from mlapp.batching import BatchingConfig
+
+    assert BatchingConfig.from_dict({}) == BatchingConfig()
+    for bad, word in [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_queue_size": 1.5}, "max_queue_size"),
+        ({"max_queue_delay_ms": -1}, "max_queue_delay_ms"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"max_batch": 4}, "max_batch"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            BatchingConfig.from_dict(bad)

@@ -13,7 +13,7 @@ import functools
 import posixpath
 from typing import Any
 
-from django.db.models import F, Prefetch
+from django.db.models import Prefetch
 from django.http import FileResponse
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -560,12 +560,9 @@ class StoredPredictionView(MLAppGenericView):
     serializer_class = BatchPredictionSerializer
 
     def get(self, request: Request, name: str, key: str) -> Response:
-        found = (
-            BatchPrediction.objects.select_related("model", "version")
-            .filter(model__name=name, key=key, job__status=BatchJob.Status.SUCCEEDED)
-            .order_by(F("job__finished_at").desc(nulls_last=True), "-job_id")
-            .first()
-        )
+        from mlapp.batch import latest_prediction
+
+        found = latest_prediction(name, key)
         if found is None:
             get_model(name)
             raise ModelNotFound(
