@@ -1,4 +1,4 @@
-# First version of the production image (the performance issue finishes the server config).
+# Production image: the example project served by granian (project/granian_serve.py).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,7 +12,7 @@ COPY constraints.txt pyproject.toml README.md ./
 COPY mlapp ./mlapp
 # torch first and exact, so no CUDA build is pulled in.
 RUN pip install -c constraints.txt torch==2.13.0 \
-    && pip install -c constraints.txt '.[torch,onnx,postgres,demo]'
+    && pip install -c constraints.txt '.[torch,onnx,postgres,celery,serve,demo]'
 
 COPY manage.py ./
 COPY project ./project
@@ -21,7 +21,8 @@ COPY fixtures ./fixtures
 RUN useradd --create-home --uid 1000 mlapp && mkdir -p /app/var && chown mlapp /app/var
 USER 1000
 
-ENV DJANGO_DEBUG=0 MLAPP_VAR_DIR=/app/var PORT=8000
+# Set DJANGO_ALLOWED_HOSTS and DJANGO_SECRET_KEY when running it.
+ENV DJANGO_DEBUG=0 MLAPP_VAR_DIR=/app/var HOST=0.0.0.0 PORT=8000
 EXPOSE 8000
 
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py setup_demo --no-admin && exec python manage.py runserver --noreload 0.0.0.0:${PORT}"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py setup_demo --no-admin && python manage.py collectstatic --noinput -v0 && exec python project/granian_serve.py"]
