@@ -284,18 +284,3 @@ def latest_prediction(model: str, key: str) -> BatchPrediction | None:
         .order_by(F("job__finished_at").desc(nulls_last=True), "-job_id")
         .first()
     )
-
-
-__all__ = [
-    "BadSource",
-    "QueueUnavailable",
-    "cancel",
-    "create_job",
-    "enqueue",
-    "executor",
-    "inprocess",
-    "latest_prediction",
-    "prepare_job",
-    "resolve_version",
-    "submit",
-]
