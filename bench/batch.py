@@ -2,8 +2,9 @@
 
 For iris (100 k rows) and minilm (10 k sentences) it measures, in the same run:
 
-- the raw model call: the inference service over the same rows, chunk by chunk, in this one
-  process, nothing stored (the limit when the model is the bottleneck);
+- the raw model call: the inference service over the same rows, in calls of the size the job
+  makes (``mlapp.batch.runner.PART_SIZE``), in this one process, nothing stored (the limit
+  when the model is the bottleneck);
 - a bare bulk insert: ``bulk_create`` of as many ready-made result rows into the same
   ``BatchPrediction`` table, one transaction per chunk (the limit when the database is);
 - the batch job end to end, from ``create_job`` (the file is read and checked) to
@@ -90,13 +91,15 @@ def sentences(n: int, folder: Path) -> tuple[Path, list[str]]:
     return path, texts
 
 
-def raw_call(model: str, inputs, chunk: int) -> float:
+def raw_call(model: str, inputs) -> float:
+    """The inference service over the rows, in calls of the size a job's chunk makes."""
+    from mlapp.batch.runner import PART_SIZE
     from mlapp.service import service
 
     service.predict(model, inputs[:2])  # load and warm up
     started = time.perf_counter()
-    for start in range(0, len(inputs), chunk):
-        service.predict(model, inputs[start : start + chunk])
+    for start in range(0, len(inputs), PART_SIZE):
+        service.predict(model, inputs[start : start + PART_SIZE])
     return len(inputs) / (time.perf_counter() - started)
 
 
@@ -218,7 +221,7 @@ def main() -> None:
     ]
     results = []
     for model, _, inputs, chunk in cases:
-        raw = raw_call(model, inputs, chunk)
+        raw = raw_call(model, inputs)
         insert = bulk_insert(model, len(inputs), chunk)
         results.append({"model": model, "rows": len(inputs), "raw": raw, "insert": insert})
         print(f"{model}: raw call {raw:,.0f} rows/s, bulk insert {insert:,.0f} rows/s", flush=True)

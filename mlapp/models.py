@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from mlapp.conf import settings
+from mlapp.jsonenc import FastJSONEncoder
 
 
 def artifact_storage():
@@ -160,7 +161,7 @@ class BatchPrediction(models.Model):
     model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="+")
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
-    outputs = models.JSONField(default=dict)
+    outputs = models.JSONField(default=dict, encoder=FastJSONEncoder)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlapp import metrics
 from mlapp.exceptions import InvalidInput
@@ -21,6 +22,7 @@ from mlapp.stats import record_request
 
 #: The ``protocol`` label of calls from Python code (``mlapp.predict``, the admin, jobs).
 PYTHON = "python"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 #: Decodes a request body against the public signature into validated arrays.
 Decoder = Callable[[Signature], dict[str, np.ndarray]]
@@ -46,12 +48,23 @@ class Prediction:
 
 
 def to_json_value(array: np.ndarray) -> Any:
+    """Nested lists of plain Python values, as JSON writes them.
+
+    float32 values become the shortest decimals that read back as the same float32 (what
+    numpy prints and the V2 API writes: ``0.1``), not the float64 expansion ``tolist()``
+    gives (``0.10000000149011612``): the same numbers, half the text to write and store.
+    """
     if array.dtype == object:
         return (
             [_text(v) for v in array.reshape(-1)]
             if array.ndim == 1
             else [to_json_value(row) for row in array]
         )
+    if array.dtype.kind == "f" and array.dtype.itemsize == 4:
+        if array.ndim == 0:
+            return orjson.loads(orjson.dumps(np.float32(array), option=_NUMPY))
+        native = np.ascontiguousarray(array, dtype=np.float32)  # orjson reads C order only
+        return orjson.loads(orjson.dumps(native, option=_NUMPY))
     return array.tolist()
 
 

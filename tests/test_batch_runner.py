@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -331,6 +332,108 @@ def test_a_chunk_that_fails_once_succeeds_on_its_retry(affine, tmp_path):
     path.write_text("a,b,c\n1,2,3\n4,5,6\n")
     job = _run("affine", file=path)
     assert (job.status, job.done, FlakyHandler.calls) == ("succeeded", 2, 2)
+
+
+class FailsOnThirdCall(BaseHandler):
+    """Fails its third call only: a chunk's later part fails after earlier parts were written."""
+
+    calls = 0
+
+    def preprocess(self, inputs):
+        type(self).calls += 1
+        if type(self).calls == 3:
+            raise RuntimeError("a passing hiccup")
+        return inputs
+
+
+# -- a chunk in parts: the model computes ahead while results are written -----------------
+
+
+def _count_calls(monkeypatch) -> list[tuple[int, str]]:
+    calls = []
+    original = service.predict
+
+    def counting(model, inputs, **kwargs):
+        rows = len(next(iter(inputs.values())))  # the items of one call, stacked
+        calls.append((rows, threading.current_thread().name))
+        return original(model, inputs, **kwargs)
+
+    monkeypatch.setattr(service, "predict", counting)
+    return calls
+
+
+def _affine_csv(tmp_path: Path, rows: int) -> Path:
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,c\n" + "".join(f"{i},{i + 1},{i + 2}\n" for i in range(rows)))
+    return path
+
+
+def test_a_slow_models_chunk_runs_in_parts_computed_ahead_on_a_thread(
+    affine, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(runner, "PART_SIZE", 4)
+    monkeypatch.setattr(runner, "PART_SECONDS", 0.0)  # every call counts as slow
+    writes = []
+    original_write = runner.write_results
+    monkeypatch.setattr(
+        runner,
+        "write_results",
+        lambda job, results: writes.append(len(results)) or original_write(job, results),
+    )
+    calls = _count_calls(monkeypatch)
+    job = _run("affine", file=_affine_csv(tmp_path, 10), chunk_size=10)
+    assert (job.status, job.done, job.failed) == ("succeeded", 10, 0)
+    # The first part in the caller's thread (it sizes the others), the rest ahead of it.
+    assert [n for n, _ in calls] == [4, 4, 2]
+    assert calls[0][1] == threading.current_thread().name
+    assert all(name.startswith("mlapp-batch") for _, name in calls[1:])
+    assert sum(writes) == 10
+    assert writes[0] == 4
+    assert len(writes) >= 2
+    stored = _stored(job)
+    for i in range(10):
+        x = np.array([[i, i + 1, i + 2]], np.float32)
+        np.testing.assert_allclose(stored[str(i)].outputs["y"], expected(x), rtol=1e-6)
+
+
+def test_a_fast_models_chunk_is_two_calls_and_one_write(affine, tmp_path, monkeypatch):
+    writes = []
+    original_write = runner.write_results
+    monkeypatch.setattr(
+        runner,
+        "write_results",
+        lambda job, results: writes.append(len(results)) or original_write(job, results),
+    )
+    calls = _count_calls(monkeypatch)
+    job = _run("affine", file=_affine_csv(tmp_path, 300), chunk_size=300)
+    assert (job.status, job.done) == ("succeeded", 300)
+    assert [n for n, _ in calls] == [runner.PART_SIZE, 300 - runner.PART_SIZE]
+    assert writes == [300]
+
+
+def test_a_later_part_that_fails_reruns_only_the_keys_not_yet_written(
+    affine, tmp_path, monkeypatch
+):
+    affine.model.handler = "tests.test_batch_runner.FailsOnThirdCall"
+    affine.model.save()
+    FailsOnThirdCall.calls = 0
+    monkeypatch.setattr(runner, "PART_SIZE", 2)
+    monkeypatch.setattr(runner, "PART_SECONDS", 0.0)
+    job = _run("affine", file=_affine_csv(tmp_path, 6), chunk_size=6)
+    assert (job.status, job.done, job.failed) == ("succeeded", 6, 0)
+    assert sorted(job.predictions.values_list("key", flat=True)) == [str(i) for i in range(6)]
+    # Parts written before the failure were not run again: at most the two last parts were.
+    assert FailsOnThirdCall.calls in (4, 5)
+
+
+def test_results_stored_meanwhile_by_another_run_are_not_written_twice(iris, tmp_path):
+    job, plan = batch.prepare_job("iris", file=_iris_csv(tmp_path, rows=10), chunk_size=10)
+    runner.mark_running(job.pk)
+    results = runner.predict_items("iris", 1, runner.open_source(job).read(plan.chunks[0]))
+    assert runner.write_results(job, results[3:7]).written == 4  # the other run's write
+    assert runner.write_results(job, results).written == 6
+    job.refresh_from_db()
+    assert (job.done, job.status, job.predictions.count()) == (10, "succeeded", 10)
 
 
 # -- the same answers online and in batch --------------------------------------------------

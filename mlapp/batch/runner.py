@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -33,6 +35,11 @@ logger = logging.getLogger("mlapp.batch")
 ACTIVE = (BatchJob.Status.PENDING, BatchJob.Status.RUNNING)
 #: Rows inserted per INSERT statement.
 INSERT_BATCH = 1000
+#: A chunk runs in parts: while one part's results are written, the model computes the
+#: next (the call releases the GIL). The first part has ``PART_SIZE`` items; the others as
+#: many as the model runs in about ``PART_SECONDS`` (at least ``PART_SIZE``).
+PART_SIZE = 32
+PART_SECONDS = 0.25
 
 
 @dataclass
@@ -138,6 +145,45 @@ def _run_group(
         start = stop
 
 
+def predict_ahead(model: str, version: int, items: Sequence[Item]) -> Iterator[list[Result]]:
+    """The results of ``items`` in parts, the later parts predicted on a thread ahead.
+
+    While the caller writes one part's results, the model computes the next (a model call
+    releases the GIL), so a slow model hides the database's time. Parts are sized to take
+    about ``PART_SECONDS`` of model time, from the time the first ``PART_SIZE`` items took:
+    a fast model's chunk is one more call and one write, a slow model's many small calls.
+    A model failure raises here, as it would inline.
+    """
+    if not items:
+        return
+    started = time.perf_counter()
+    first = predict_items(model, version, items[:PART_SIZE])
+    rest = items[PART_SIZE:]
+    if not rest:
+        yield first
+        return
+    per_item = (time.perf_counter() - started) / min(len(items), PART_SIZE)
+    size = max(PART_SIZE, int(PART_SECONDS / per_item) if per_item > 0 else len(rest))
+    if size >= len(rest):
+        yield first + predict_items(model, version, rest)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="mlapp-batch") as pool:
+        pending = deque(
+            pool.submit(predict_items, model, version, rest[start : start + size])
+            for start in range(0, len(rest), size)
+        )
+        try:
+            yield first
+            while pending:
+                ready = pending.popleft().result()
+                while pending and pending[0].done():
+                    ready += pending.popleft().result()
+                yield ready
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 # -- the job's state ---------------------------------------------------------------------
 
 
@@ -195,20 +241,16 @@ def write_results(job: BatchJob, results: Sequence[Result]) -> ChunkOutcome:
         # The row lock serialises the writers of one job (PostgreSQL); SQLite serialises
         # every writer itself. Either way the check below and the insert are not raced.
         list(BatchJob.objects.select_for_update().filter(pk=job.pk).values_list("pk"))
-        existing = _existing_keys(job.pk, [r.key for r in results])
-        new = [
-            BatchPrediction(
-                job_id=job.pk,
-                model_id=job.version.model_id,
-                version_id=job.version_id,
-                key=r.key,
-                outputs=r.outputs if r.outputs is not None else {},
-                error=r.error,
-            )
-            for r in results
-            if r.key not in existing
-        ]
-        BatchPrediction.objects.bulk_create(new, batch_size=INSERT_BATCH)
+        new = [_prediction(job, r) for r in results]
+        try:
+            with transaction.atomic():
+                BatchPrediction.objects.bulk_create(new, batch_size=INSERT_BATCH)
+        except IntegrityError:
+            # Another run of this chunk stored some of these keys since it was read (its
+            # message handed out again while the first worker still ran): insert the rest.
+            existing = _existing_keys(job.pk, [r.key for r in results])
+            new = [_prediction(job, r) for r in results if r.key not in existing]
+            BatchPrediction.objects.bulk_create(new, batch_size=INSERT_BATCH)
         failed = sum(1 for p in new if p.error)
         outcome = ChunkOutcome(written=len(new) - failed, failed=failed)
         if new:
@@ -221,6 +263,17 @@ def write_results(job: BatchJob, results: Sequence[Result]) -> ChunkOutcome:
             total__lte=F("done") + F("failed"),
         ).update(status=BatchJob.Status.SUCCEEDED, finished_at=timezone.now())
     return outcome
+
+
+def _prediction(job: BatchJob, result: Result) -> BatchPrediction:
+    return BatchPrediction(
+        job_id=job.pk,
+        model_id=job.version.model_id,
+        version_id=job.version_id,
+        key=result.key,
+        outputs=result.outputs if result.outputs is not None else {},
+        error=result.error,
+    )
 
 
 def run_chunk(job_id: int, chunk: Chunk, *, skip_stored: bool = True) -> ChunkOutcome:
@@ -237,8 +290,12 @@ def run_chunk(job_id: int, chunk: Chunk, *, skip_stored: bool = True) -> ChunkOu
     items = open_source(job).read(chunk)
     existing = _existing_keys(job_id, [item.key for item in items]) if skip_stored else set()
     todo = [item for item in items if item.key not in existing]
-    results = predict_items(job.version.model.name, job.version.version, todo) if todo else []
-    return write_results(job, results)
+    outcome = ChunkOutcome()
+    for results in predict_ahead(job.version.model.name, job.version.version, todo):
+        written = write_results(job, results)
+        outcome.written += written.written
+        outcome.failed += written.failed
+    return outcome
 
 
 def run_job(
