@@ -94,6 +94,8 @@ def _check_values() -> list:
         )
     if not isinstance(s.LOAD_ON_STARTUP, bool):
         errors.append(_error("LOAD_ON_STARTUP", "must be True or False.", "Default True."))
+    if not isinstance(s.V2_SKIP_MIDDLEWARE, bool):
+        errors.append(_error("V2_SKIP_MIDDLEWARE", "must be True or False.", "Default False."))
     try:
         BatchingConfig.from_dict(s.BATCHING)
     except (TypeError, ValueError) as exc:

@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     # Largest Open Inference Protocol V2 request body, in bytes, before and after
     # decompression (413 beyond); None: Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
     "V2_MAX_REQUEST_SIZE": None,
+    # Send V2 inference requests from mlapp.wsgi straight to their view, skipping URL
+    # resolving and MIDDLEWARE (mlapp.api.v2.fastpath), while predicting is open to anyone.
+    "V2_SKIP_MIDDLEWARE": False,
     # DRF permission classes (dotted paths) per kind of access.
     "READ_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "PREDICT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],

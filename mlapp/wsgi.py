@@ -25,4 +25,6 @@ def get_wsgi_application() -> Any:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
-    return application
+    from mlapp.api.v2 import fastpath
+
+    return fastpath.wrap(application)

@@ -1,0 +1,120 @@
+"""V2 inference without the middleware stack: an opt-in WSGI wrapper for the hot path.
+
+Django's request cycle and a usual middleware stack cost about 250 µs of CPU per request,
+more than the iris model with its whole V2 decoding and encoding. With
+``MLAPP["V2_SKIP_MIDDLEWARE"] = True``, :func:`mlapp.wsgi.get_wsgi_application` wraps the
+project's application so that ``POST .../v2/models/<name>[/versions/<v>]/infer`` goes
+straight to the same ``infer`` view, not through URL resolving and ``MIDDLEWARE``. Every
+other request, and every inference request while predicting needs a permission (only
+``AllowAny`` lets anyone in without a session), goes through Django as before.
+
+What the fast path keeps: the view itself (body limits, decoding, errors as V2 JSON,
+metrics), ``ALLOWED_HOSTS`` (a request for another host is refused with 400), the
+``request_started`` / ``request_finished`` signals (database connections are closed as
+usual), ``X-Content-Type-Options: nosniff``. What it skips: the project's middleware, so
+turn it on only where no middleware must see inference requests (logging, rate limits, IP
+rules, tracing).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.core import signals
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.wsgi import WSGIRequest
+from django.urls import NoReverseMatch, reverse
+from rest_framework.permissions import AllowAny
+
+from mlapp.api.v2 import views
+from mlapp.conf import settings
+
+logger = logging.getLogger("mlapp.api")
+
+StartResponse = Callable[..., Any]
+
+
+def infer_pattern() -> re.Pattern[str] | None:
+    """The infer routes as included by the project's URLconf; None when V2 is not included."""
+    try:
+        model = reverse("mlapp-v2:infer", kwargs={"name": "MLAPPNAME"})
+        version = reverse(
+            "mlapp-v2:version-infer", kwargs={"name": "MLAPPNAME", "version": "MLAPPVERSION"}
+        )
+    except NoReverseMatch:
+        return None
+    model_path = re.escape(model).replace("MLAPPNAME", "(?P<name>[^/]+)")
+    version_path = (
+        re.escape(version)
+        .replace("MLAPPNAME", "(?P<vname>[^/]+)")
+        .replace("MLAPPVERSION", "(?P<version>[^/]+)")
+    )
+    return re.compile(f"^(?:{model_path}|{version_path})$")
+
+
+def predict_is_open() -> bool:
+    """True while anyone may predict: no session or token has to be looked up."""
+    classes = views._permission_classes(tuple(settings.PREDICT_PERMISSION_CLASSES))
+    return all(cls is AllowAny for cls in classes)
+
+
+class SkipMiddleware:
+    """A WSGI application: V2 infer requests to the view directly, the rest to ``application``."""
+
+    def __init__(self, application: Callable[..., Iterable[bytes]], pattern: re.Pattern[str]):
+        self.application = application
+        self.pattern = pattern
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO", "").endswith(
+            "/infer"
+        ):
+            request = WSGIRequest(environ)
+            match = self.pattern.match(request.path_info)
+            if match is not None and predict_is_open():
+                return self.infer(request, match, environ, start_response)
+        return self.application(environ, start_response)
+
+    def infer(
+        self,
+        request: WSGIRequest,
+        match: re.Match[str],
+        environ: dict[str, Any],
+        start_response: StartResponse,
+    ) -> Any:
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            request.get_host()
+        except DisallowedHost as exc:
+            response = views._error(str(exc), 400)
+        else:
+            name = match["name"] or match["vname"]
+            response = views.infer(request, name=name, version=match["version"])
+        response["X-Content-Type-Options"] = "nosniff"
+        response._handler_class = self.__class__
+        # As Django's handler: the server calls close(), which sends request_finished.
+        response._resource_closers.append(request.close)
+        status = f"{response.status_code} {response.reason_phrase}"
+        headers = [
+            *response.items(),
+            *(("Set-Cookie", c.OutputString()) for c in response.cookies.values()),
+        ]
+        start_response(status, headers)
+        return response
+
+
+def wrap(application: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """``application`` with the fast path in front when the setting asks for it."""
+    if not settings.V2_SKIP_MIDDLEWARE:
+        return application
+    pattern = infer_pattern()
+    if pattern is None:
+        logger.warning(
+            "mlapp: V2_SKIP_MIDDLEWARE is on but the V2 routes are not in the URLconf: "
+            "no fast path."
+        )
+        return application
+    return SkipMiddleware(application, pattern)
