@@ -63,13 +63,14 @@ class FailingHandler(BaseHandler):
 
 
 class FlakyHandler(BaseHandler):
-    """Fails its first call only: a passing hiccup a retry gets over."""
+    """Fails its ``fail_on``-th call only: a passing hiccup a retry gets over."""
 
     calls = 0
+    fail_on = 1
 
     def preprocess(self, inputs):
         type(self).calls += 1
-        if type(self).calls == 1:
+        if type(self).calls == self.fail_on:
             raise RuntimeError("a passing hiccup")
         return inputs
 
@@ -334,16 +335,11 @@ def test_a_chunk_that_fails_once_succeeds_on_its_retry(affine, tmp_path):
     assert (job.status, job.done, FlakyHandler.calls) == ("succeeded", 2, 2)
 
 
-class FailsOnThirdCall(BaseHandler):
-    """Fails its third call only: a chunk's later part fails after earlier parts were written."""
+class FailsOnThirdCall(FlakyHandler):
+    """A chunk's later part fails once, after earlier parts were written."""
 
     calls = 0
-
-    def preprocess(self, inputs):
-        type(self).calls += 1
-        if type(self).calls == 3:
-            raise RuntimeError("a passing hiccup")
-        return inputs
+    fail_on = 3
 
 
 # -- a chunk in parts: the model computes ahead while results are written -----------------

@@ -162,7 +162,7 @@ def predict_ahead(model: str, version: int, items: Sequence[Item]) -> Iterator[l
     if not rest:
         yield first
         return
-    per_item = (time.perf_counter() - started) / min(len(items), PART_SIZE)
+    per_item = (time.perf_counter() - started) / PART_SIZE  # the first part was full
     size = max(PART_SIZE, int(PART_SECONDS / per_item) if per_item > 0 else len(rest))
     if size >= len(rest):
         yield first + predict_items(model, version, rest)

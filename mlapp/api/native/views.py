@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import posixpath
 from typing import Any
 
 from django.db.models import Prefetch
 from django.http import FileResponse
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -28,7 +26,6 @@ from drf_spectacular.utils import (
 from rest_framework import filters, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -64,8 +61,7 @@ from mlapp.api.native.serializers import (
     VersionUploadSerializer,
 )
 from mlapp.api.native.status import example_inputs, public_signature
-from mlapp.api.permissions import MANAGE, PREDICT
-from mlapp.conf import settings
+from mlapp.api.permissions import MANAGE, PREDICT, open_to_anyone, permission_classes
 from mlapp.exceptions import MLAppError, ModelNotFound
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
 from mlapp.registry import registry
@@ -74,16 +70,6 @@ from mlapp.versions import archive_version, promote_version, register_version, r
 
 #: Accept headers that mean "JSON is fine" (no header at all counts as */*).
 _JSON_ACCEPT = frozenset({"*/*", "application/json", ""})
-
-
-@functools.cache
-def _imported(paths: tuple[str, ...]) -> tuple[type, ...]:
-    return tuple(import_string(path) for path in paths)
-
-
-def _predict_permission_classes() -> tuple[type, ...]:
-    """``MLAPP["PREDICT_PERMISSION_CLASSES"]``, imported once per distinct value."""
-    return _imported(tuple(settings.PREDICT_PERMISSION_CLASSES))
 
 
 def enqueue_job(job: BatchJob) -> None:
@@ -363,10 +349,10 @@ class PredictView(MLAppAPIView):
     # it without DRF's content negotiation. Anything else takes DRF's usual way.
 
     def get_permissions(self) -> list:
-        return [cls() for cls in _predict_permission_classes()]
+        return [cls() for cls in permission_classes(PREDICT)]
 
     def perform_authentication(self, request: Request) -> None:
-        if not all(cls is AllowAny for cls in _predict_permission_classes()):
+        if not open_to_anyone(PREDICT):
             super().perform_authentication(request)
         # Else request.user stays lazy: the browsable API still shows who is logged in.
 

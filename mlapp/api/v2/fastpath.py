@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.exceptions import DisallowedHost
-from django.core.handlers.wsgi import WSGIRequest
+from django.core.handlers.wsgi import WSGIRequest, get_path_info
 from django.db import close_old_connections
 from django.urls import NoReverseMatch, reverse
-from rest_framework.permissions import AllowAny
 
+from mlapp.api.permissions import PREDICT, open_to_anyone
 from mlapp.api.v2 import views
 from mlapp.conf import settings
 
@@ -57,12 +57,6 @@ def infer_pattern() -> re.Pattern[str] | None:
     return re.compile(f"^(?:{model_path}|{version_path})$")
 
 
-def predict_is_open() -> bool:
-    """True while anyone may predict: no session or token has to be looked up."""
-    classes = views._permission_classes(tuple(settings.PREDICT_PERMISSION_CLASSES))
-    return all(cls is AllowAny for cls in classes)
-
-
 class SkipMiddleware:
     """A WSGI application: V2 infer requests to the view directly, the rest to ``application``."""
 
@@ -74,19 +68,16 @@ class SkipMiddleware:
         if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO", "").endswith(
             "/infer"
         ):
-            request = WSGIRequest(environ)
-            match = self.pattern.match(request.path_info)
-            if match is not None and predict_is_open():
-                return self.infer(request, match, environ, start_response)
+            # Decoded as WSGIRequest decodes it; the request is built only for this path.
+            match = self.pattern.match(get_path_info(environ))
+            if match is not None and open_to_anyone(PREDICT):
+                return self.infer(match, environ, start_response)
         return self.application(environ, start_response)
 
     def infer(
-        self,
-        request: WSGIRequest,
-        match: re.Match[str],
-        environ: dict[str, Any],
-        start_response: StartResponse,
+        self, match: re.Match[str], environ: dict[str, Any], start_response: StartResponse
     ) -> Any:
+        request = WSGIRequest(environ)
         try:
             request.get_host()
         except DisallowedHost as exc:

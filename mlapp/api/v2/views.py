@@ -17,14 +17,13 @@ from typing import Any
 import orjson
 from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponse
-from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 import mlapp
+from mlapp.api import permissions
 from mlapp.api.v2 import protocol
 from mlapp.conf import settings
 from mlapp.exceptions import ArtifactError, MLAppError, ModelNotFound, ModelNotReady
@@ -82,19 +81,14 @@ class V2View:
         self.kind = kind
 
 
-@functools.cache
-def _permission_classes(paths: tuple[str, ...]) -> tuple[type, ...]:
-    return tuple(import_string(path) for path in paths)
-
-
 def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
     """Run the ``MLAPP`` permission classes of ``kind``; a response when access is refused.
 
     All ``AllowAny`` (the default): nothing runs, so no session or token is looked up.
     """
-    classes = _permission_classes(tuple(getattr(settings, f"{kind}_PERMISSION_CLASSES")))
-    if all(cls is AllowAny for cls in classes):
+    if permissions.open_to_anyone(kind):
         return None
+    classes = permissions.permission_classes(kind)
     drf_request = Request(
         request, authenticators=[auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
     )
