@@ -207,24 +207,19 @@ def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwar
         return []
     from django.db import DatabaseError
 
-    from mlapp.models import MLModel
+    from mlapp.models import MLModel, serving_problem
 
     try:
         rows = list(MLModel.objects.values_list("name", "serving"))
     except DatabaseError:  # not migrated yet: nothing to check
         return []
-    base = settings.BATCHING if isinstance(settings.BATCHING, dict) else {}
     errors = []
     for name, serving in rows:
-        override = serving.get("batching", {}) if isinstance(serving, dict) else serving
-        try:
-            if not isinstance(override, dict):
-                raise ValueError(f"must be a dict, not {type(override).__name__}")
-            BatchingConfig.from_dict({**base, **override})
-        except (TypeError, ValueError) as exc:
+        problem = serving_problem(serving)
+        if problem is not None:
             errors.append(
                 Error(
-                    f"The serving config of model {name!r}: batching {exc}.",
+                    f"Model {name!r}, serving config: {problem}.",
                     hint=f'Fix MLModel.serving["batching"] in the admin; {_BATCHING_HINT}',
                     obj=name,
                     id="mlapp.E004",

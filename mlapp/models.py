@@ -5,14 +5,19 @@ from __future__ import annotations
 import posixpath
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
 from django.core.validators import validate_slug
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from mlapp.batching import BatchingConfig
 from mlapp.conf import settings
 from mlapp.jsonenc import FastJSONEncoder
+
+#: The keys an ``MLModel.serving`` config may hold.
+SERVING_KEYS = ("batching",)
 
 
 def artifact_storage():
@@ -23,6 +28,33 @@ def artifact_storage():
 def artifact_upload_to(instance: ModelVersion, filename: str) -> str:
     name = posixpath.basename(filename) or "artifact"
     return f"{settings.ARTIFACT_PREFIX}/{instance.model.name}/{instance.version}/{name}"
+
+
+def _json_type(value: object) -> str:
+    """What JSON calls the type of ``value`` (forms hand over str subclasses)."""
+    for kind, name in ((bool, "a boolean"), (str, "a string"), (list, "an array")):
+        if isinstance(value, kind):
+            return name
+    return "a number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def serving_problem(serving: object) -> str | None:
+    """What is wrong with a ``serving`` config (``batching`` merged over ``MLAPP["BATCHING"]``),
+    or None when it is valid. Shared by :meth:`MLModel.clean` and check ``mlapp.E004``."""
+    if not isinstance(serving, dict):
+        return f"must be a JSON object, not {_json_type(serving)}"
+    unknown = sorted(str(key) for key in serving if key not in SERVING_KEYS)
+    if unknown:
+        return f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(SERVING_KEYS)}"
+    override = serving.get("batching", {})
+    if not isinstance(override, dict):
+        return f"batching must be a JSON object, not {_json_type(override)}"
+    base = settings.BATCHING if isinstance(settings.BATCHING, dict) else {}
+    try:
+        BatchingConfig.from_dict({**base, **override})
+    except (TypeError, ValueError) as exc:
+        return f"batching: {exc}"
+    return None
 
 
 class MLModel(models.Model):
@@ -54,6 +86,16 @@ class MLModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """A bad serving config is a form error (admin, any ModelForm), never stored."""
+        if self.serving is None:  # an emptied form field
+            self.serving = {}
+        problem = serving_problem(self.serving)
+        if problem is not None:
+            raise ValidationError(
+                {"serving": ValidationError(_("Serving config: %(p)s."), params={"p": problem})}
+            )
 
     @property
     def production_version(self) -> ModelVersion | None:

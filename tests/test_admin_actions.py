@@ -184,19 +184,16 @@ class StageActionsTest(TestCase):
         self.assertFalse(ModelVersion.objects.filter(pk=extra.pk).exists())
         self.assertFalse(path.exists())
 
-    def test_editing_a_handler_tells_every_process_to_reload(self) -> None:
+    def _post_digits(self, serving: str = "{}"):
         digits = MLModel.objects.get(name="digits")
-        url = reverse("admin:mlapp_mlmodel_change", args=[digits.pk])
-        before = ChangeMarker.objects.filter(model_name="digits").values_list("counter", flat=True)
-        before = before.first() or 0
-        response = self.client.post(
-            url,
+        return self.client.post(
+            reverse("admin:mlapp_mlmodel_change", args=[digits.pk]),
             {
                 "name": "digits",
                 "description": digits.description,
                 "task": digits.task,
                 "handler": "",
-                "serving": "{}",
+                "serving": serving,
                 "versions-TOTAL_FORMS": "1",
                 "versions-INITIAL_FORMS": "1",
                 "versions-MIN_NUM_FORMS": "0",
@@ -205,5 +202,51 @@ class StageActionsTest(TestCase):
                 "versions-0-model": str(digits.pk),
             },
         )
+
+    def test_editing_a_handler_tells_every_process_to_reload(self) -> None:
+        before = ChangeMarker.objects.filter(model_name="digits").values_list("counter", flat=True)
+        before = before.first() or 0
+        response = self._post_digits()
         self.assertEqual(response.status_code, 302, response.content[:2000])
         self.assertEqual(ChangeMarker.objects.get(model_name="digits").counter, before + 1)
+
+    def test_a_valid_batching_config_is_stored_and_swaps_the_batcher(self) -> None:
+        load_models()
+        self.assertIsNone(registry.get("digits").batcher)
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self._post_digits('{"batching": {"enabled": true, "max_batch_size": 4}}')
+        self.assertEqual(response.status_code, 302, response.content[:2000])
+        stored = MLModel.objects.get(name="digits").serving
+        self.assertEqual(stored, {"batching": {"enabled": True, "max_batch_size": 4}})
+        registry.reload("digits")
+        self.assertEqual(registry.get("digits").batcher.max_batch_size, 4)
+
+    def test_a_bad_serving_config_is_a_form_error_and_stores_nothing(self) -> None:
+        MLModel.objects.filter(name="digits").update(serving={"batching": {"enabled": False}})
+        before = ChangeMarker.objects.filter(model_name="digits").values_list("counter", flat=True)
+        before = list(before)
+        cases = {
+            '{"batching": {"max_batch_size": 0}}': "max_batch_size must be an integer >= 1",
+            '{"batching": {"max_batch": 4}}': "unknown key(s) max_batch",
+            '{"batching": {"enabled": "yes"}}': "enabled must be true or false",
+            '{"batching": [1, 2]}': "batching must be a JSON object, not an array",
+            '{"batchng": {}}': "unknown key(s) batchng; known: batching",
+            "[]": "must be a JSON object, not an array",
+            '"fast"': "must be a JSON object, not a string",
+            "3": "must be a JSON object, not a number",
+        }
+        for serving, reason in cases.items():
+            with self.subTest(serving=serving):
+                response = self._post_digits(serving)
+                self.assertEqual(response.status_code, 200)
+                errors = response.context["adminform"].form.errors
+                self.assertIn(reason, " ".join(errors["serving"]))
+        digits = MLModel.objects.get(name="digits")
+        self.assertEqual(digits.serving, {"batching": {"enabled": False}})
+        after = ChangeMarker.objects.filter(model_name="digits").values_list("counter", flat=True)
+        self.assertEqual(list(after), before)
+
+    def test_an_emptied_serving_field_stores_an_empty_config(self) -> None:
+        response = self._post_digits("")
+        self.assertEqual(response.status_code, 302, response.content[:2000])
+        self.assertEqual(MLModel.objects.get(name="digits").serving, {})
