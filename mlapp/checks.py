@@ -105,7 +105,7 @@ def _check_values() -> list:
 
 _BATCHING_HINT = (
     'e.g. {"enabled": True, "max_batch_size": 32, "max_queue_delay_ms": 2.0, '
-    '"max_queue_size": 256}; any key may be left out.'
+    '"max_queue_size": 256, "min_call_ms": 0.2}; any key may be left out.'
 )
 
 

@@ -38,16 +38,19 @@ DEFAULTS: dict[str, Any] = {
     "LOAD_ON_STARTUP": True,
     # Micro-batching defaults; a model overrides any of them in MLModel.serving["batching"].
     # enabled: group concurrent requests into one model call (models whose signature has no
-    # variable first dimension are never batched); max_batch_size: most rows in one call (a
-    # bigger request is cut into parts); max_queue_delay_ms: extra wait for more requests
-    # once batches are forming (0: greedy, a call takes what queued while the previous one
-    # ran; an idle model always answers at once); max_queue_size: requests waiting beyond
-    # this get 503 with Retry-After.
+    # variable first dimension are never batched); max_batch_size: most rows in one batched
+    # call (a bigger request is cut into parts); max_queue_delay_ms: extra wait for more
+    # requests once batches are forming (0: greedy, a call takes what queued while the
+    # previous one ran; an idle model always answers at once); max_queue_size: requests
+    # waiting beyond this get 503 with Retry-After; min_call_ms: requests queue behind a
+    # running call only when the model's calls take at least this long (sampled), else they
+    # run side by side, whole, as with batching off (0: always queue).
     "BATCHING": {
         "enabled": False,
         "max_batch_size": 32,
         "max_queue_delay_ms": 0.0,
         "max_queue_size": 256,
+        "min_call_ms": 0.2,
     },
     # Rows per chunk (one Celery task) of a batch job.
     "BATCH_CHUNK_SIZE": 1000,

@@ -13,8 +13,9 @@ The hot path takes labelled children from small caches (:func:`request_metrics`,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -154,21 +155,84 @@ def unrouted_failure(model: str, protocol: str, exc: BaseException) -> None:
     request_metrics(name, None, protocol).failed(exc)
 
 
-def batch_observer(model: str) -> Callable[[BatchStats], None]:
-    """The ``on_batch`` callback of a model's micro-batcher."""
-    size, compute, wait = (
-        BATCH_SIZE.labels(model),
-        COMPUTE_LATENCY.labels(model),
-        QUEUE_WAIT.labels(model),
-    )
+class BatchObserver:
+    """The statistics callbacks of one model's micro-batcher.
 
-    def observe(stats: BatchStats) -> None:
-        size.observe(stats.size)
-        compute.observe(stats.compute_s)
+    A formed batch (:meth:`batch`) is observed at once. A call made for one request without a
+    queue (:meth:`alone`: most calls at low concurrency, every call of a model too fast to
+    batch) observes its compute time like an unbatched request, and is *counted* for the
+    batch-size (1) and queue-wait (0 s) histograms, which take the counts in bulk every
+    ``FOLD_EVERY`` calls and whenever :func:`fold_batch_counts` runs (before ``/metrics``
+    renders, and once a second from the change watcher). Two histogram writes per request
+    cost ~3 µs in multiprocess mode, 10 % of a tiny model's whole request.
+    """
+
+    FOLD_EVERY = 64
+
+    def __init__(self, model: str) -> None:
+        self.size = BATCH_SIZE.labels(model)
+        self.compute = COMPUTE_LATENCY.labels(model)
+        self.wait = QUEUE_WAIT.labels(model)
+        self._lock = threading.Lock()
+        self._pending = 0
+        _observers.add(self)
+
+    def batch(self, stats: BatchStats) -> None:
+        self.size.observe(stats.size)
+        self.compute.observe(stats.compute_s)
         for seconds in stats.queue_waits:
-            wait.observe(seconds)
+            self.wait.observe(seconds)
 
-    return observe
+    def alone(self, compute_s: float) -> None:
+        self.compute.observe(compute_s)
+        with self._lock:
+            self._pending += 1
+            full = self._pending >= self.FOLD_EVERY
+        if full:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the counted calls to the batch-size and queue-wait histograms."""
+        with self._lock:
+            count, self._pending = self._pending, 0
+        if count:
+            _observe_many(self.size, 1, count)
+            _observe_many(self.wait, 0.0, count)
+
+
+def _observe_many(histogram: Any, value: float, count: int) -> None:
+    """``count`` observations of one value in two writes (``observe`` makes two per value).
+
+    Uses the histogram's bucket values, as ``Histogram.observe`` does (prometheus-client
+    0.2x; tested against the exposition); observes one by one where they are not there.
+    """
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or bounds is None or total is None:
+        for _ in range(count):
+            histogram.observe(value)
+        return
+    total.inc(value * count)
+    for index, bound in enumerate(bounds):
+        if value <= bound:
+            buckets[index].inc(count)
+            break
+
+
+#: Every observer of this process, folded before /metrics renders.
+_observers: weakref.WeakSet[BatchObserver] = weakref.WeakSet()
+
+
+def fold_batch_counts() -> None:
+    """Fold the counted calls of every batcher of this process into their histograms."""
+    for observer in list(_observers):
+        observer.fold()
+
+
+def batch_observer(model: str) -> BatchObserver:
+    """The statistics callbacks of a model's micro-batcher (``on_batch``, ``on_alone``)."""
+    return BatchObserver(model)
 
 
 def set_ready(model: str, version: int, ready: bool) -> None:
@@ -177,6 +241,7 @@ def set_ready(model: str, version: int, ready: bool) -> None:
 
 def render() -> tuple[bytes, str]:
     """The exposition text for ``/metrics`` and its content type."""
+    fold_batch_counts()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         from prometheus_client import multiprocess

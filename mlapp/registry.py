@@ -196,13 +196,16 @@ def attach_batcher(loaded: LoadedModel, config: BatchingConfig | None) -> Loaded
             loaded.version,
         )
         return loaded
+    observer = metrics.batch_observer(loaded.name)
     loaded.batcher = MicroBatcher(
         functools.partial(run_model, loaded.runtime, loaded.handler, loaded.name, loaded.version),
         max_batch_size=config.max_batch_size,
         max_queue_delay_ms=config.max_queue_delay_ms,
         max_queue_size=config.max_queue_size,
+        min_call_ms=config.min_call_ms,
         name=f"{loaded.name} v{loaded.version}",
-        on_batch=metrics.batch_observer(loaded.name),
+        on_batch=observer.batch,
+        on_alone=observer.alone,
     )
     return loaded
 
@@ -214,6 +217,7 @@ def retire(loaded: LoadedModel) -> None:
     """
     if loaded.batcher is not None:
         loaded.batcher.close()
+        metrics.fold_batch_counts()
 
 
 def load_version(version: ModelVersion) -> LoadedModel:

@@ -22,6 +22,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from mlapp import metrics
 from mlapp.conf import settings
 
 if TYPE_CHECKING:
@@ -178,6 +179,8 @@ class ChangeWatcher:
             caught_up.set()
             while not stop.wait(interval):
                 self.poll_safely()
+                # Calls counted by the batchers reach the shared metrics files within a poll.
+                metrics.fold_batch_counts()
         finally:
             caught_up.set()
             # This thread's own connection (Django keeps one per thread).

@@ -210,6 +210,116 @@ def test_batching_config_names_the_bad_key():
         ({"max_queue_delay_ms": -1}, "max_queue_delay_ms"),
         ({"enabled": "yes"}, "enabled"),
         ({"max_batch": 4}, "max_batch"),
+        ({"min_call_ms": -0.1}, "min_call_ms"),
+        ({"min_call_ms": True}, "min_call_ms"),
     ]:
         with pytest.raises(ValueError, match=word):
             BatchingConfig.from_dict(bad)
+
+
+def _busy(seconds: float) -> None:
+    """Burn this thread's CPU for ``seconds``."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+class HeldModel:
+    """Doubles its input, burning ``cpu_s`` of CPU a call; while ``hold`` is set, a call
+    made with a negative input waits for ``gate`` (so one call can be kept running)."""
+
+    def __init__(self, cpu_s: float) -> None:
+        self.cpu_s = cpu_s
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.calls: list[int] = []
+
+    def __call__(self, inputs):
+        self.calls.append(int(inputs["x"].shape[0]))
+        _busy(self.cpu_s)
+        if (inputs["x"] < 0).any():
+            self.entered.set()
+            self.gate.wait(10)
+        return {"y": inputs["x"] * 2}
+
+
+def _hold_one_call(batcher, model):
+    """Start a call that stays running until ``model.gate`` is set; return its thread."""
+    thread = threading.Thread(target=batcher.submit, args=({"x": -np.ones((1, 2), np.float32)},))
+    thread.start()
+    assert model.entered.wait(10)
+    return thread
+
+
+def test_a_fast_model_is_sampled_and_its_requests_run_beside_a_running_call():
+    from mlapp.batching import SAMPLE_EVERY
+
+    model = HeldModel(cpu_s=0.0)
+    batcher = MicroBatcher(model, min_call_ms=5.0)
+    assert batcher.call_s is None
+    assert not batcher.too_fast_to_batch()
+    for _ in range(SAMPLE_EVERY - 1):
+        batcher.submit({"x": np.ones((1, 2), np.float32)})
+    assert batcher.call_s is None  # one call in SAMPLE_EVERY is measured
+    batcher.submit({"x": np.ones((1, 2), np.float32)})
+    assert batcher.call_s is not None
+    assert batcher.call_s < 0.005
+    assert batcher.too_fast_to_batch()
+    held = _hold_one_call(batcher, model)
+    out = batcher.submit({"x": np.full((1, 2), 3, np.float32)})  # answered while held
+    np.testing.assert_array_equal(out["y"], [[6, 6]])
+    assert batcher.pending() == 0
+    assert held.is_alive()
+    model.gate.set()
+    held.join(10)
+    assert model.calls == [1] * (SAMPLE_EVERY + 2)
+    batcher.close()
+
+
+def test_a_model_whose_calls_take_long_enough_is_batched():
+    from mlapp.batching import SAMPLE_EVERY
+
+    model = HeldModel(cpu_s=0.002)
+    batcher = MicroBatcher(model, max_batch_size=8, min_call_ms=0.5)
+    for _ in range(SAMPLE_EVERY):
+        batcher.submit({"x": np.ones((1, 2), np.float32)})
+    assert batcher.call_s >= 0.0015  # ~2 ms a call
+    assert not batcher.too_fast_to_batch()
+    held = _hold_one_call(batcher, model)
+    results = {}
+
+    def call(i):
+        results[i] = batcher.submit({"x": np.full((1, 2), i, np.float32)})
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    _wait_for(lambda: batcher.pending() == 3)  # queued behind the running call
+    model.gate.set()
+    for t in [held, *threads]:
+        t.join(10)
+    assert model.calls[-1] == 3  # the three made one call
+    for i in range(3):
+        np.testing.assert_array_equal(results[i]["y"], [[2 * i, 2 * i]])
+    batcher.close()
+
+
+def test_min_call_ms_zero_never_samples_and_always_queues():
+    model = GatedModel()
+    batcher = MicroBatcher(model, max_batch_size=64, min_call_ms=0)
+    results = _run_concurrently(batcher, model, [np.ones((1, 2), np.float32)] * 2)
+    assert model.batches == [1, 2]
+    assert batcher.call_s is None
+    assert len(results) == 3
+    batcher.close()
+
+
+def test_calls_without_a_queue_go_to_on_alone_and_batches_to_on_batch():
+    model = GatedModel()
+    alone, batches = [], []
+    batcher = MicroBatcher(model, max_batch_size=64, on_batch=batches.append, on_alone=alone.append)
+    _run_concurrently(batcher, model, [np.ones((2, 2), np.float32)] * 3)
+    batcher.submit({"x": np.ones((1, 2), np.float32)})
+    assert len(alone) == 2
+    assert all(seconds >= 0 for seconds in alone)
+    assert [(s.size, s.rows) for s in batches] == [(3, 6)]
+    batcher.close()

@@ -13,6 +13,7 @@ import pytest
 from django.core.checks import Error
 
 import mlapp
+from mlapp.batching import SAMPLE_EVERY
 from mlapp.checks import check_serving_configs, check_settings
 from mlapp.exceptions import InvalidInput, Overloaded
 from mlapp.handlers import BaseHandler
@@ -22,11 +23,12 @@ from mlapp.service import service
 from mlapp.versions import promote_version, register_version
 from tests.artifacts import expected
 
-#: The watcher never polls during these tests; batching on with no extra delay.
+#: The watcher never polls during these tests; batching on with no extra delay, and however
+#: fast the model (the test model's calls take a few µs, below the default min_call_ms).
 BATCHED = {
     "THREADS": 1,
     "POLL_INTERVAL": 3600,
-    "BATCHING": {"enabled": True, "max_batch_size": 64, "max_queue_delay_ms": 0},
+    "BATCHING": {"enabled": True, "max_batch_size": 64, "max_queue_delay_ms": 0, "min_call_ms": 0},
 }
 
 
@@ -62,6 +64,27 @@ def gated(loaded):
     finally:
         gate.set()
         loaded.batcher.fn = run
+
+
+@contextmanager
+def gated_runtime(loaded):
+    """As :func:`gated`, holding the first call of the model's runtime (however it is called)."""
+    entered, gate, batches = threading.Event(), threading.Event(), []
+    run = loaded.runtime.run
+
+    def call(inputs):
+        batches.append(len(next(iter(inputs.values()))))
+        if len(batches) == 1:
+            entered.set()
+            assert gate.wait(10)
+        return run(inputs)
+
+    loaded.runtime.run = call
+    try:
+        yield entered, gate.set, batches
+    finally:
+        gate.set()
+        del loaded.runtime.run
 
 
 def _wait_for(condition) -> None:
@@ -295,3 +318,33 @@ def test_a_model_with_a_bad_batching_config_still_answers_unbatched(onnx_file, s
     MLModel.objects.filter(name="affine").update(serving={"batching": {"max_batch": 4}})
     assert registry.get("affine").batcher is None
     assert mlapp.predict("affine", [[1, 2, 3]]).outputs["y"].shape == (1, 2)
+
+
+@pytest.mark.django_db
+def test_a_model_too_fast_to_batch_answers_concurrent_requests_beside_the_running_call(
+    onnx_file, settings
+):
+    settings.MLAPP = {**BATCHED, "BATCHING": {"enabled": True}}  # the default min_call_ms
+    register_version("affine", onnx_file, promote=True)
+    loaded = registry.get("affine")
+    batcher = loaded.batcher
+    for _ in range(3 * SAMPLE_EVERY):  # calls of a few µs of CPU, sampled
+        mlapp.predict("affine", [[1.0, 2.0, 3.0]])
+    assert batcher.call_s is not None
+    assert batcher.call_s < batcher.min_call_s
+    with gated_runtime(loaded) as (entered, release, batches):
+        first, _ = _concurrently([lambda: mlapp.predict("affine", [[9.0, 9.0, 9.0]])])
+        assert entered.wait(10)
+        # The first call is held; these do not queue behind it, they run beside it, straight
+        # from the service (the batcher's lock untouched).
+        x = np.array([[1.0, 2.0, 3.0]], np.float32)
+        threads, results = _concurrently([lambda: mlapp.predict("affine", x)] * 3)
+        for t in threads:
+            t.join(10)
+        assert batcher.pending() == 0
+        assert first[0].is_alive()
+        release()
+        first[0].join(10)
+    assert batches == [1, 1, 1, 1]
+    for result in results:
+        np.testing.assert_allclose(result.outputs["y"], expected(x), rtol=1e-6)

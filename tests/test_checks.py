@@ -185,6 +185,7 @@ def test_settings_merge_a_partial_batching_override_over_defaults():
             "max_batch_size": 4,
             "max_queue_delay_ms": 0.0,
             "max_queue_size": 256,
+            "min_call_ms": 0.2,
         }
 
 

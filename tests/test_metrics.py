@@ -10,6 +10,7 @@ import json
 import pytest
 from prometheus_client import REGISTRY
 
+from mlapp.metrics import fold_batch_counts
 from mlapp.versions import register_version
 
 V2_BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
@@ -72,12 +73,57 @@ def test_requests_are_counted_by_protocol_and_outcome(affine, client):
 @pytest.mark.django_db
 def test_batched_requests_record_batch_size_and_queue_wait(affine, client, settings):
     settings.MLAPP = {"THREADS": 1, "POLL_INTERVAL": 3600, "BATCHING": {"enabled": True}}
+    fold_batch_counts()  # what earlier tests' batchers counted
     batches = sample("mlapp_batch_size_count", model="affine")
     waits = sample("mlapp_queue_wait_seconds_count", model="affine")
+    ones = sample("mlapp_batch_size_bucket", model="affine", le="1.0")
+    zero_waits = sample("mlapp_queue_wait_seconds_bucket", model="affine", le="0.0001")
+    compute = sample("mlapp_model_compute_seconds_count", model="affine")
     for _ in range(4):
         assert _v2(client, V2_BODY).status_code == 200
+    # Each call is observed at once; its batch size and wait are counted, then folded in
+    # bulk: when /metrics renders, or every FOLD_EVERY calls.
+    assert sample("mlapp_model_compute_seconds_count", model="affine") - compute == 4
+    assert client.get("/metrics").status_code == 200
     assert sample("mlapp_batch_size_count", model="affine") - batches == 4  # one at a time
+    assert sample("mlapp_batch_size_bucket", model="affine", le="1.0") - ones == 4
+    assert sample("mlapp_batch_size_sum", model="affine") >= 4
     assert sample("mlapp_queue_wait_seconds_count", model="affine") - waits == 4
+    assert sample("mlapp_queue_wait_seconds_bucket", model="affine", le="0.0001") - zero_waits == 4
+
+
+@pytest.mark.django_db
+def test_calls_without_a_queue_are_folded_every_fold_every_calls(affine, settings):
+    import mlapp
+    from mlapp.metrics import BatchObserver
+
+    settings.MLAPP = {"THREADS": 1, "POLL_INTERVAL": 3600, "BATCHING": {"enabled": True}}
+    fold_batch_counts()
+    batches = sample("mlapp_batch_size_count", model="affine")
+    for _ in range(BatchObserver.FOLD_EVERY - 1):
+        mlapp.predict("affine", [[1, 2, 3]])
+    assert sample("mlapp_batch_size_count", model="affine") == batches  # counted, not folded
+    mlapp.predict("affine", [[1, 2, 3]])
+    assert sample("mlapp_batch_size_count", model="affine") - batches == BatchObserver.FOLD_EVERY
+
+
+def test_observe_many_matches_observing_one_by_one():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from mlapp.metrics import _observe_many
+
+    registry = CollectorRegistry()
+    one = Histogram("one_by_one", "x", buckets=(1, 2, 4), registry=registry)
+    bulk = Histogram("in_bulk", "x", buckets=(1, 2, 4), registry=registry)
+    for value, count in [(1, 5), (3, 2), (0.5, 1), (9, 3)]:
+        for _ in range(count):
+            one.observe(value)
+        _observe_many(bulk, value, count)
+    for suffix, labels in [("_count", {}), ("_sum", {}), ("_bucket", {"le": "2.0"})]:
+        assert registry.get_sample_value(f"one_by_one{suffix}", labels) == (
+            registry.get_sample_value(f"in_bulk{suffix}", labels)
+        )
+    assert registry.get_sample_value("in_bulk_bucket", {"le": "+Inf"}) == 11
 
 
 @pytest.mark.django_db
