@@ -6,7 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-batch bench-lookup test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -60,6 +60,14 @@ bench: install kserve-venv
 
 # The full suite: once on SQLite, once on PostgreSQL (skipped with the reason when
 # PostgreSQL is not running, a failure under CI=true).
+# Batch throughput on PostgreSQL + Redis with 1 and 2 Celery workers (docs/batch.md), and the
+# cost of a lookup by key at 1 M stored predictions. Each drops and creates its own database.
+bench-batch: install
+	$(BIN)/python bench/batch.py
+
+bench-lookup: install
+	$(BIN)/python bench/lookup.py
+
 test: install kserve-venv
 	$(BIN)/python -m pytest
 	MLAPP_TEST_DB=postgres $(BIN)/python -m pytest

@@ -51,11 +51,12 @@ def configure(args: argparse.Namespace) -> dict[str, str]:
     }
     os.environ.update(env)
     sys.path.insert(0, str(REPO))
-    _create_database(args.database)
+    fresh_database(args.database)
     return {**os.environ, **env}
 
 
-def _create_database(name: str) -> None:
+def fresh_database(name: str) -> None:
+    """Drop and create the bench's own PostgreSQL database."""
     import psycopg
 
     with psycopg.connect(

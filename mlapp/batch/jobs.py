@@ -21,7 +21,7 @@ from typing import Any
 
 from django.core.files import File
 from django.db import connections, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils.module_loading import import_string
 
 from mlapp.batch import runner
@@ -276,11 +276,15 @@ def cancel(job: BatchJob | int) -> bool:
     return runner.cancel_job(job.pk if isinstance(job, BatchJob) else job)
 
 
-def latest_prediction(model: str, key: str) -> BatchPrediction | None:
-    """The stored prediction of ``key`` from the model's latest succeeded job that has it."""
+def predictions_by_key(model: str, key: str) -> QuerySet[BatchPrediction]:
+    """The stored predictions of ``key`` from the model's succeeded jobs, latest first."""
     return (
         BatchPrediction.objects.select_related("model", "version")
         .filter(model__name=model, key=key, job__status=BatchJob.Status.SUCCEEDED)
         .order_by(F("job__finished_at").desc(nulls_last=True), "-job_id")
-        .first()
     )
+
+
+def latest_prediction(model: str, key: str) -> BatchPrediction | None:
+    """The stored prediction of ``key`` from the model's latest succeeded job that has it."""
+    return predictions_by_key(model, key).first()
