@@ -42,14 +42,16 @@ class RefusesNegativeHandler(BaseHandler):
 
 
 @contextmanager
-def gated(loaded):
-    """Hold the model's first call until released, so that requests queue up behind it.
+def gated(target, name="fn"):
+    """Hold the first call of ``target.<name>`` until released, so that requests queue up
+    behind it (``loaded.batcher``: the batcher's calls; ``loaded.runtime, "run"``: the
+    model's, however it is called).
 
     Yields ``(entered, release, batches)``: an event set once the first call is running, a
     function letting it go, and the row counts of every call made.
     """
     entered, gate, batches = threading.Event(), threading.Event(), []
-    run = loaded.batcher.fn
+    run = getattr(target, name)
 
     def call(inputs):
         batches.append(len(next(iter(inputs.values()))))
@@ -58,33 +60,12 @@ def gated(loaded):
             assert gate.wait(10)
         return run(inputs)
 
-    loaded.batcher.fn = call
+    setattr(target, name, call)
     try:
         yield entered, gate.set, batches
     finally:
         gate.set()
-        loaded.batcher.fn = run
-
-
-@contextmanager
-def gated_runtime(loaded):
-    """As :func:`gated`, holding the first call of the model's runtime (however it is called)."""
-    entered, gate, batches = threading.Event(), threading.Event(), []
-    run = loaded.runtime.run
-
-    def call(inputs):
-        batches.append(len(next(iter(inputs.values()))))
-        if len(batches) == 1:
-            entered.set()
-            assert gate.wait(10)
-        return run(inputs)
-
-    loaded.runtime.run = call
-    try:
-        yield entered, gate.set, batches
-    finally:
-        gate.set()
-        del loaded.runtime.run
+        setattr(target, name, run)
 
 
 def _wait_for(condition) -> None:
@@ -124,7 +105,7 @@ def affine(onnx_file, settings):
 @pytest.mark.django_db
 def test_batched_answers_equal_unbatched_ones_and_keep_their_order(affine):
     rows = [np.full((i % 3 + 1, 3), i, np.float32) for i in range(10)]
-    with gated(affine) as (entered, release, batches):
+    with gated(affine.batcher) as (entered, release, batches):
         first, _ = _concurrently([lambda: mlapp.predict("affine", [[9.0, 9.0, 9.0]])])
         assert entered.wait(10)
         threads, results = _concurrently([lambda x=x: mlapp.predict("affine", x) for x in rows])
@@ -146,7 +127,7 @@ def test_a_bad_request_in_a_batch_fails_alone(onnx_file, settings):
     )
     loaded = registry.get("affine")
     good, bad = [[1.0, 2.0, 3.0]], [[-1.0, 2.0, 3.0]]
-    with gated(loaded) as (entered, release, batches):
+    with gated(loaded.batcher) as (entered, release, batches):
         first, _ = _concurrently([lambda: mlapp.predict("affine", good)])
         assert entered.wait(10)
         threads, results = _concurrently(
@@ -179,7 +160,7 @@ def full_queue(onnx_file, settings):
     }
     register_version("affine", onnx_file, promote=True)
     loaded = registry.get("affine")
-    with gated(loaded) as (entered, release, _):
+    with gated(loaded.batcher) as (entered, release, _):
         running, _ = _concurrently([lambda: mlapp.predict("affine", [[1.0, 2.0, 3.0]])])
         assert entered.wait(10)
         waiting, _ = _concurrently([lambda: mlapp.predict("affine", [[1.0, 2.0, 3.0]])])
@@ -332,7 +313,7 @@ def test_a_model_too_fast_to_batch_answers_concurrent_requests_beside_the_runnin
         mlapp.predict("affine", [[1.0, 2.0, 3.0]])
     assert batcher.call_s is not None
     assert batcher.call_s < batcher.min_call_s
-    with gated_runtime(loaded) as (entered, release, batches):
+    with gated(loaded.runtime, "run") as (entered, release, batches):
         first, _ = _concurrently([lambda: mlapp.predict("affine", [[9.0, 9.0, 9.0]])])
         assert entered.wait(10)
         # The first call is held; these do not queue behind it, they run beside it, straight
