@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
 ROOT = Path(settings.BASE_DIR)
@@ -77,7 +78,13 @@ def _counted(text: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_requests_counted_by_two_workers_add_up_in_metrics(tmp_path, onnx_file):
+def _sample(text: str, name: str) -> float:
+    match = re.search(rf'{name}\{{model="affine"\}} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["unbatched", "batching-on"])
+def test_requests_counted_by_two_workers_add_up_in_metrics(tmp_path, onnx_file, batching):
     port = _free_port()
     env = _env(tmp_path, port)
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -89,6 +96,12 @@ def test_requests_counted_by_two_workers_add_up_in_metrics(tmp_path, onnx_file):
         check=True,
         capture_output=True,
     )
+    if batching:
+        code = (
+            "from mlapp.models import MLModel; "
+            "MLModel.objects.filter(name='affine').update(serving={'batching': {'enabled': True}})"
+        )
+        subprocess.run([*manage, "shell", "-c", code], env=env, cwd=ROOT, check=True)
     log = tmp_path / "gunicorn.log"
     gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "-c", "project/gunicorn.conf.py"]
     with log.open("wb") as out:
@@ -115,6 +128,22 @@ def test_requests_counted_by_two_workers_add_up_in_metrics(tmp_path, onnx_file):
                 text = r.read().decode()
             assert _counted(text) == sent
         assert 'mlapp_model_ready{model="affine",version="1"} 1.0' in text
+        if batching:
+            # Calls of one request are counted by their worker and folded into the shared
+            # histograms at each poll (~1 s); the first calls may have formed batches before
+            # the batcher found the affine model too fast to batch.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                    text = r.read().decode()
+                if _sample(text, "mlapp_batch_size_sum") == sent:
+                    break
+                time.sleep(0.5)
+            calls = _sample(text, "mlapp_batch_size_count")
+            assert _sample(text, "mlapp_batch_size_sum") == sent  # requests over all calls
+            assert _sample(text, "mlapp_queue_wait_seconds_count") == sent  # one per request
+            assert _sample(text, "mlapp_model_compute_seconds_count") == calls
+            assert 0 < calls <= sent
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
