@@ -103,6 +103,11 @@ def test_poller_swaps_versions_promoted_elsewhere_under_traffic(onnx_file, setti
     register_version("affine", onnx_file, promote=True)
     v2 = register_version("affine", onnx_file)
     load_models()
+    # The first lookup starts this process's watcher, which catches up (reads the markers on
+    # its own connection) while that lookup waits: done here, the traffic's lookups cannot
+    # return while the catch-up still reads the table the promotion below writes (on the
+    # tests' in-memory SQLite a write meeting a read fails at once: "table is locked").
+    assert registry.get("affine").version == 1
     with Traffic() as traffic, _elsewhere():
         for _ in range(3):
             promote_version(v2)
