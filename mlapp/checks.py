@@ -207,7 +207,7 @@ def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwar
         return []
     from django.db import DatabaseError
 
-    from mlapp.models import MLModel, serving_problem
+    from mlapp.models import MLModel, serving_batching
 
     try:
         rows = list(MLModel.objects.values_list("name", "serving"))
@@ -215,11 +215,12 @@ def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwar
         return []
     errors = []
     for name, serving in rows:
-        problem = serving_problem(serving)
-        if problem is not None:
+        try:
+            serving_batching(serving)
+        except ValueError as exc:
             errors.append(
                 Error(
-                    f"Model {name!r}, serving config: {problem}.",
+                    f"Model {name!r}, serving config: {exc}.",
                     hint=f'Fix MLModel.serving["batching"] in the admin; {_BATCHING_HINT}',
                     obj=name,
                     id="mlapp.E004",

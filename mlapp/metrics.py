@@ -7,7 +7,7 @@ served (runserver, tests). The variable must be set before ``prometheus_client``
 (``project/gunicorn.conf.py`` does it), as the library picks its value class at import.
 
 The hot path takes labelled children from small caches (:func:`request_metrics`,
-:func:`batch_observer`): ``Counter.labels(...)`` takes a lock and builds a key per call.
+:class:`BatchObserver`): ``Counter.labels(...)`` takes a lock and builds a key per call.
 """
 
 from __future__ import annotations
@@ -229,11 +229,6 @@ def fold_batch_counts() -> None:
     """Fold the counted calls of every batcher of this process into their histograms."""
     for observer in list(_observers):
         observer.fold()
-
-
-def batch_observer(model: str) -> BatchObserver:
-    """The statistics callbacks of a model's micro-batcher (``on_batch``, ``on_alone``)."""
-    return BatchObserver(model)
 
 
 def set_ready(model: str, version: int, ready: bool) -> None:

@@ -32,29 +32,36 @@ def artifact_upload_to(instance: ModelVersion, filename: str) -> str:
 
 def _json_type(value: object) -> str:
     """What JSON calls the type of ``value`` (forms hand over str subclasses)."""
+    if value is None:
+        return "null"
     for kind, name in ((bool, "a boolean"), (str, "a string"), (list, "an array")):
         if isinstance(value, kind):
             return name
     return "a number" if isinstance(value, (int, float)) else type(value).__name__
 
 
-def serving_problem(serving: object) -> str | None:
-    """What is wrong with a ``serving`` config (``batching`` merged over ``MLAPP["BATCHING"]``),
-    or None when it is valid. Shared by :meth:`MLModel.clean` and check ``mlapp.E004``."""
+def serving_batching(serving: object) -> BatchingConfig:
+    """The batching config a model's ``serving`` asks for, merged over ``MLAPP["BATCHING"]``.
+
+    Raises ``ValueError`` saying what is wrong. The one reading of a serving config: the
+    registry (a bad one is logged and served unbatched), :meth:`MLModel.clean` (a form error)
+    and check ``mlapp.E004`` all go through it.
+    """
     if not isinstance(serving, dict):
-        return f"must be a JSON object, not {_json_type(serving)}"
+        raise ValueError(f"must be a JSON object, not {_json_type(serving)}")
     unknown = sorted(str(key) for key in serving if key not in SERVING_KEYS)
     if unknown:
-        return f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(SERVING_KEYS)}"
+        raise ValueError(
+            f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(SERVING_KEYS)}"
+        )
     override = serving.get("batching", {})
     if not isinstance(override, dict):
-        return f"batching must be a JSON object, not {_json_type(override)}"
+        raise ValueError(f"batching must be a JSON object, not {_json_type(override)}")
     base = settings.BATCHING if isinstance(settings.BATCHING, dict) else {}
     try:
-        BatchingConfig.from_dict({**base, **override})
+        return BatchingConfig.from_dict({**base, **override})
     except (TypeError, ValueError) as exc:
-        return f"batching: {exc}"
-    return None
+        raise ValueError(f"batching: {exc}") from None
 
 
 class MLModel(models.Model):
@@ -91,11 +98,12 @@ class MLModel(models.Model):
         """A bad serving config is a form error (admin, any ModelForm), never stored."""
         if self.serving is None:  # an emptied form field
             self.serving = {}
-        problem = serving_problem(self.serving)
-        if problem is not None:
+        try:
+            serving_batching(self.serving)
+        except ValueError as exc:
             raise ValidationError(
-                {"serving": ValidationError(_("Serving config: %(p)s."), params={"p": problem})}
-            )
+                {"serving": ValidationError(_("Serving config: %(p)s."), params={"p": str(exc)})}
+            ) from None
 
     @property
     def production_version(self) -> ModelVersion | None:

@@ -169,12 +169,12 @@ def batching_config(model: MLModel) -> BatchingConfig | None:
     None when batching is off for it. A bad config (reported by ``manage.py check``) is
     logged and leaves the model unbatched: it still answers.
     """
-    serving = model.serving if isinstance(model.serving, dict) else {}
-    override = serving.get("batching") or {}
+    from mlapp.models import serving_batching
+
     try:
-        config = BatchingConfig.from_dict({**settings.BATCHING, **override})
-    except (TypeError, ValueError) as exc:
-        logger.error("mlapp: %s is served unbatched: its batching config %s", model.name, exc)
+        config = serving_batching(model.serving)
+    except ValueError as exc:
+        logger.error("mlapp: %s is served unbatched: its serving config %s", model.name, exc)
         return None
     return config if config.enabled else None
 
@@ -196,7 +196,7 @@ def attach_batcher(loaded: LoadedModel, config: BatchingConfig | None) -> Loaded
             loaded.version,
         )
         return loaded
-    observer = metrics.batch_observer(loaded.name)
+    observer = metrics.BatchObserver(loaded.name)
     loaded.batcher = MicroBatcher(
         functools.partial(run_model, loaded.runtime, loaded.handler, loaded.name, loaded.version),
         max_batch_size=config.max_batch_size,
