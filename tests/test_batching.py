@@ -225,8 +225,8 @@ def _busy(seconds: float) -> None:
 
 
 class HeldModel:
-    """Doubles its input, burning ``cpu_s`` of CPU a call; while ``hold`` is set, a call
-    made with a negative input waits for ``gate`` (so one call can be kept running)."""
+    """Doubles its input, burning ``cpu_s`` of CPU a call; a call made with a negative input
+    waits for ``gate`` (so one call can be kept running)."""
 
     def __init__(self, cpu_s: float) -> None:
         self.cpu_s = cpu_s
