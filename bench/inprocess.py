@@ -12,8 +12,11 @@ the CPU microseconds per request (median over the rounds):
 
 It sets up its own database in a fresh folder (SQLite, ``setup_demo``), pins nothing: run it
 under ``taskset -c 0`` for steadier figures. ``MLAPP_THREADS=1`` as the servers run.
+``--stub-model`` replays each model's first answer instead of running it, leaving what the
+path around the model costs.
 
     .venv/bin/python bench/inprocess.py [--cases iris,digits] [--requests 2000] [--rounds 5]
+        [--stub-model]
 """
 
 from __future__ import annotations
@@ -81,11 +84,30 @@ def cpu_per_call(call, items: list, count: int) -> float:
     return 1e6 * (time.process_time() - started) / count
 
 
+def stub_runtime(runtime) -> None:
+    """Make ``runtime.run`` answer its first result again, without running the model."""
+    run = runtime.run
+    answers: list = []
+
+    def replay(inputs):
+        if not answers:
+            answers.append(run(inputs))
+        return answers[0]
+
+    runtime.run = replay
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="iris,digits,minilm")
     parser.add_argument("--requests", type=int, default=2000, help="per round, iris and digits")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--stub-model",
+        action="store_true",
+        help="replace each model's runtime call by its first answer, replayed: what the path "
+        "costs around the model (handler, codec, service), the model itself left out",
+    )
     args = parser.parse_args()
     configure()
 
@@ -109,6 +131,8 @@ def main() -> None:
     for case in selected:
         path = f"/v2/models/{case.model}/infer"
         loaded = service.model(case.model)
+        if args.stub_model:
+            stub_runtime(loaded.runtime)
         kinds = {
             "raw call": (loaded.run, case.arrays),
             "service": (lambda arrays, m=case.model: service.predict(m, arrays), case.arrays),
@@ -127,7 +151,11 @@ def main() -> None:
         print(f"{case.name}: " + ", ".join(f"{k} {v:.0f} µs" for k, v in medians.items()))
 
     print()
-    print(f"CPU µs per request, median of {args.rounds} rounds, MLAPP_THREADS=1, one process")
+    stubbed = ", the model's runtime call stubbed out" if args.stub_model else ""
+    print(
+        f"CPU µs per request, median of {args.rounds} rounds, MLAPP_THREADS=1, one process"
+        + stubbed
+    )
     print()
     header = ["case", "raw call", "service", "V2 fast path", "V2 through Django", "Django's share"]
     print("| " + " | ".join(header) + " |")
