@@ -6,7 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-batch bench-lookup test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench-batch: install
 
 bench-lookup: install
 	$(BIN)/python bench/lookup.py
+
+# Where the server's CPU per request goes, by library, against the raw call (needs Linux
+# perf and wrk): docs/performance.md, "By library".
+bench-where: install
+	$(BIN)/python bench/where.py
 
 test: install kserve-venv
 	$(BIN)/python -m pytest
