@@ -70,8 +70,9 @@ def component(dso: str) -> str:
 
 def record(pids: list[int], output: Path) -> subprocess.Popen:
     """``perf record`` of ``pids`` until :func:`stop_recording`."""
-    command = ["perf", "record", "-q", "-F", "2000", "-p", ",".join(map(str, pids)), "-o",
-               str(output)]  # fmt: skip
+    # cpu-clock, whose event count is in nanoseconds (the hardware "cycles" would count cycles).
+    command = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000",
+               "-p", ",".join(map(str, pids)), "-o", str(output)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # attached before the load starts (idle processes add no samples)
     if process.poll() is not None:
