@@ -210,6 +210,23 @@ def main() -> None:
         p50 = statistics.median(r["p50_ms"] for r in results[mode])
         print(f"| batching {mode} | {rate:.0f} | {p50:.2f} |")
     print(f"\nbatching on / off: {on / off:.2f} (the issue's target on a GPU: at least 4)")
+    calls, rows = batch_sizes("minilm-batching-on")
+    print(f"batching on: {rows:.0f} requests in {calls:.0f} model calls, "
+          f"{rows / max(calls, 1):.1f} a call")  # fmt: skip
+
+
+def batch_sizes(model: str) -> tuple[float, float]:
+    """Model calls made by ``model``'s batcher and the requests they carried (its
+    ``mlapp_batch_size`` histogram: count and sum)."""
+    from prometheus_client import REGISTRY
+
+    from mlapp import metrics
+
+    metrics.fold_batch_counts()
+    labels = {"model": model}
+    count = REGISTRY.get_sample_value("mlapp_batch_size_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("mlapp_batch_size_sum", labels) or 0.0
+    return count, total
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -170,3 +173,25 @@ def test_minilm_export_is_skipped_when_stamp_matches_script_and_package(tmp_path
     stale = {**export_minilm.stamp_payload(), "package_version": "0.0.0"}
     (tmp_path / ".stamp").write_text(json.dumps(stale))
     assert not export_minilm.is_up_to_date(tmp_path)
+
+
+@pytest.mark.slow
+def test_gpu_batching_check_runs_on_cpu_and_groups_requests(minilm_dir):
+    """bench/gpu_batching.py, the GPU check of micro-batching, works end to end on a CPU: it
+    runs rarely, on a lent machine, and must not have rotted by then. No timing is asserted;
+    that both models answered and the batched one grouped its callers' requests is."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, str(FIXTURES_DIR.parent / "bench/gpu_batching.py"), "--device", "cpu",
+         "--threads", "4", "--seconds", "0.3", "--rounds", "1",
+         "--tokenizer-dir", str(minilm_dir)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    rows = re.findall(r"^\| batching (off|on) \| (\d+) \|", result.stdout, re.MULTILINE)
+    assert [mode for mode, _ in rows] == ["off", "on"], result.stdout
+    assert all(int(rate) > 0 for _, rate in rows), result.stdout
+    grouped = re.search(r"batching on: (\d+) requests in (\d+) model calls", result.stdout)
+    assert grouped is not None, result.stdout
+    requests, calls = map(int, grouped.groups())
+    assert 0 < calls < requests, result.stdout
