@@ -24,5 +24,9 @@ else:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="mlapp-test-media-"))
 DEMO_MINILM_DIR = Path(os.environ.get("MLAPP_MINILM_DIR", BASE_DIR / "fixtures/build/minilm"))
-MLAPP = {"THREADS": 1}
+# The change watcher's thread never polls by itself here (in-process tests call poll() when
+# they mean to; the multi-process tests run servers on project.settings). On the tests'
+# in-memory shared-cache SQLite, a background poll that meets a live-server test's teardown
+# flush fails it at once ("database table is locked: mlapp_changemarker", seen in CI).
+MLAPP = {"THREADS": 1, "POLL_INTERVAL": 3600}
 LOGGING = {"version": 1, "disable_existing_loggers": False}
