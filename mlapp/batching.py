@@ -112,6 +112,12 @@ SAMPLE_EVERY = 8
 SAMPLES = 16
 
 
+def _rows(inputs: Arrays) -> int:
+    """Rows of a request: the first dimension of its (first) input."""
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
 class _Job:
     __slots__ = ("done", "enqueued", "error", "inputs", "key", "result", "rows", "signal")
 
@@ -191,15 +197,17 @@ class MicroBatcher:
     # -- callers ------------------------------------------------------------------------
 
     def submit(self, inputs: Arrays) -> Arrays:
-        """Run ``inputs`` as part of a batch; block until its own outputs are back."""
-        first = next(iter(inputs.values()))
-        rows = int(first.shape[0]) if first.ndim else 1
+        """Run ``inputs`` as part of a batch; block until its own outputs are back.
+
+        A model too fast to batch runs ``inputs`` here, whole, beside any running call, as
+        with batching off, without the batcher's lock (taken by every request of every
+        thread, it is a point of contention): the first check, as it is the common path.
+        """
+        if self.too_fast_to_batch():
+            return self._run_unqueued(inputs)
+        rows = _rows(inputs)
         if rows > self.max_batch_size:
             return self._submit_parts(inputs, rows)
-        if self.too_fast_to_batch():
-            # Not worth a queue: run here, beside any running call, without the batcher's
-            # lock (taken by every request of every thread, it is a point of contention).
-            return self._run_unqueued(inputs, rows)
         with self._mutex:
             if self._closed:
                 job = None
@@ -251,19 +259,12 @@ class MicroBatcher:
         finally:
             self._pass_lead(1)
 
-    def _run_unqueued(self, inputs: Arrays, rows: int) -> Arrays:
-        """One call for one request, reported as a batch of one that did not wait."""
+    def _run_unqueued(self, inputs: Arrays, rows: int | None = None) -> Arrays:
+        """One call for one request, reported as a batch of one that did not wait; every
+        ``SAMPLE_EVERY``-th such call is a sample of how long the model's calls take."""
         started = time.perf_counter()
         outputs = self.fn(inputs)
-        self.ran_unqueued(time.perf_counter() - started, rows)
-        return outputs
-
-    def ran_unqueued(self, seconds: float, rows: int = 1) -> None:
-        """Record a call of ``seconds`` made for one request without the queue.
-
-        :meth:`submit` calls it; so may a caller that saw :meth:`too_fast_to_batch` and made
-        the call itself (the inference service does: the fewest steps for the fastest models).
-        """
+        seconds = time.perf_counter() - started
         self._unqueued_calls += 1  # a lost update under a race only moves the next sample
         if self.min_call_s and not self._unqueued_calls % SAMPLE_EVERY:
             self._samples.append(seconds)
@@ -273,7 +274,9 @@ class MicroBatcher:
         if self.on_alone is not None:
             self._report(seconds, self.on_alone)
         elif self.on_batch is not None:
+            rows = _rows(inputs) if rows is None else rows
             self._report(BatchStats(1, rows, (0.0,), seconds), self.on_batch)
+        return outputs
 
     def _submit_parts(self, inputs: Arrays, rows: int) -> Arrays:
         """A request above the limit: its parts go through the batcher one after the other."""

@@ -145,17 +145,13 @@ class InferenceService:
             else:
                 arrays = validate_inputs(loaded.signature, inputs)
             batcher = loaded.batcher
-            if batcher is None or batcher.too_fast_to_batch():
-                computing = time.perf_counter()
-                outputs = loaded.run(arrays)
-                seconds = time.perf_counter() - computing
-                if batcher is None:
-                    observed.compute.observe(seconds)
-                else:  # a model too fast to batch: this call is one of its samples
-                    batcher.ran_unqueued(seconds)
-            else:
+            if batcher is not None:
                 # The batcher records queue wait, compute time and batch size itself.
                 outputs = batcher.submit(arrays)
+            else:
+                computing = time.perf_counter()
+                outputs = loaded.run(arrays)
+                observed.compute.observe(time.perf_counter() - computing)
         except Exception as exc:
             observed.failed(exc)
             raise

@@ -275,6 +275,21 @@ def test_a_fast_model_is_sampled_and_its_requests_run_beside_a_running_call():
     batcher.close()
 
 
+def test_a_fast_model_runs_a_request_above_max_batch_size_whole():
+    """Too fast to batch means as with batching off: one call, not parts of max_batch_size."""
+    from mlapp.batching import SAMPLE_EVERY
+
+    model = HeldModel(cpu_s=0.0)
+    batcher = MicroBatcher(model, max_batch_size=2, min_call_ms=5.0)
+    for _ in range(SAMPLE_EVERY):
+        batcher.submit({"x": np.ones((1, 2), np.float32)})
+    assert batcher.too_fast_to_batch()
+    out = batcher.submit({"x": np.arange(10, dtype=np.float32).reshape(5, 2)})
+    np.testing.assert_array_equal(out["y"], np.arange(10).reshape(5, 2) * 2)
+    assert model.calls[-1] == 5
+    batcher.close()
+
+
 def test_a_model_whose_calls_take_long_enough_is_batched():
     from mlapp.batching import SAMPLE_EVERY
 

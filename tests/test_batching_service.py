@@ -317,7 +317,7 @@ def test_a_model_too_fast_to_batch_answers_concurrent_requests_beside_the_runnin
         first, _ = _concurrently([lambda: mlapp.predict("affine", [[9.0, 9.0, 9.0]])])
         assert entered.wait(10)
         # The first call is held; these do not queue behind it, they run beside it, straight
-        # from the service (the batcher's lock untouched).
+        # from submit (the batcher's lock untouched).
         x = np.array([[1.0, 2.0, 3.0]], np.float32)
         threads, results = _concurrently([lambda: mlapp.predict("affine", x)] * 3)
         for t in threads:
