@@ -275,14 +275,20 @@ def test_a_fast_model_is_sampled_and_its_requests_run_beside_a_running_call():
     batcher.close()
 
 
-def test_a_fast_model_runs_a_request_above_max_batch_size_whole():
-    """Too fast to batch means as with batching off: one call, not parts of max_batch_size."""
+def _sampled(cpu_s: float, **options) -> tuple[HeldModel, MicroBatcher]:
+    """A batcher of a model burning ``cpu_s`` a call, after the calls that make one sample."""
     from mlapp.batching import SAMPLE_EVERY
 
-    model = HeldModel(cpu_s=0.0)
-    batcher = MicroBatcher(model, max_batch_size=2, min_call_ms=5.0)
+    model = HeldModel(cpu_s=cpu_s)
+    batcher = MicroBatcher(model, **options)
     for _ in range(SAMPLE_EVERY):
         batcher.submit({"x": np.ones((1, 2), np.float32)})
+    return model, batcher
+
+
+def test_a_fast_model_runs_a_request_above_max_batch_size_whole():
+    """Too fast to batch means as with batching off: one call, not parts of max_batch_size."""
+    model, batcher = _sampled(0.0, max_batch_size=2, min_call_ms=5.0)
     assert batcher.too_fast_to_batch()
     out = batcher.submit({"x": np.arange(10, dtype=np.float32).reshape(5, 2)})
     np.testing.assert_array_equal(out["y"], np.arange(10).reshape(5, 2) * 2)
@@ -291,12 +297,7 @@ def test_a_fast_model_runs_a_request_above_max_batch_size_whole():
 
 
 def test_a_model_whose_calls_take_long_enough_is_batched():
-    from mlapp.batching import SAMPLE_EVERY
-
-    model = HeldModel(cpu_s=0.002)
-    batcher = MicroBatcher(model, max_batch_size=8, min_call_ms=0.5)
-    for _ in range(SAMPLE_EVERY):
-        batcher.submit({"x": np.ones((1, 2), np.float32)})
+    model, batcher = _sampled(0.002, max_batch_size=8, min_call_ms=0.5)
     assert batcher.call_s >= 0.0015  # ~2 ms a call
     assert not batcher.too_fast_to_batch()
     held = _hold_one_call(batcher, model)
