@@ -95,7 +95,7 @@ def sentences(n: int, folder: Path) -> tuple[Path, list[str]]:
 def raw_call(model: str, inputs) -> float:
     """The inference service over the rows, in calls of the size a job's chunk makes."""
     from mlapp.batch.runner import PART_SIZE
-    from mlapp.service import service
+    from mlapp.serving.service import service
 
     service.predict(model, inputs[:2])  # load and warm up
     started = time.perf_counter()
@@ -109,7 +109,7 @@ def bulk_insert(model: str, rows: int, chunk: int) -> float:
 
     from mlapp.batch import resolve_version
     from mlapp.models import BatchJob, BatchPrediction
-    from mlapp.service import service
+    from mlapp.serving.service import service
 
     version = resolve_version(model)
     sample = service.predict(model, _sample_input(model)).to_dict()["outputs"]

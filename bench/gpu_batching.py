@@ -161,7 +161,7 @@ def main() -> None:
     from django.core.management import call_command
 
     from mlapp.models import MLModel
-    from mlapp.versions import register_version
+    from mlapp.versions.lifecycle import register_version
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("No CUDA device visible to torch.")
@@ -220,7 +220,7 @@ def batch_sizes(model: str) -> tuple[float, float]:
     ``mlapp_batch_size`` histogram: count and sum)."""
     from prometheus_client import REGISTRY
 
-    from mlapp import metrics
+    from mlapp.serving import metrics
 
     metrics.fold_batch_counts()
     labels = {"model": model}

@@ -121,7 +121,7 @@ def main() -> None:
 
     from bench.cases import cases
     from mlapp.api.v2 import fastpath
-    from mlapp.service import service
+    from mlapp.serving.service import service
     from mlapp.wsgi import get_wsgi_application
 
     django_app = get_wsgi_application()

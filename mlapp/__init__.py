@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlapp.service import Prediction
+    from mlapp.serving.service import Prediction
 
 __version__ = "0.1.0"
 
@@ -21,10 +21,10 @@ def predict(name: str, inputs: Any, *, version: int | None = None) -> Prediction
     """Run model ``name`` (its production version, or ``version``) on ``inputs``.
 
     ``inputs`` maps input names to nested lists or arrays (a bare value for a model with one
-    input). Returns a :class:`mlapp.service.Prediction` naming the version that answered.
+    input). Returns a :class:`mlapp.serving.service.Prediction` naming the version that answered.
     Raises subclasses of :class:`mlapp.exceptions.MLAppError` on bad input or a missing model.
     """
     # Imported here so that ``import mlapp`` works before Django's app registry is ready.
-    from mlapp.service import service
+    from mlapp.serving.service import service
 
     return service.predict(name, inputs, version=version)

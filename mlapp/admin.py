@@ -3,9 +3,10 @@
 - A version is uploaded on the ModelVersion add page; it is validated (in a separate
   process) before anything is stored, and lands in ``staging``.
 - Promote, roll back and archive each show a confirmation page, need the ``change``
-  permission on model versions, and go through :mod:`mlapp.versions` (the same functions as
-  the API), which records them in the admin log and tells every process to swap.
-- "Try it" runs the version through :data:`mlapp.service.service`; view permission is enough.
+  permission on model versions, and go through :mod:`mlapp.versions.lifecycle` (the same
+  functions as the API), which records them in the admin log and tells every process to swap.
+- "Try it" runs the version through :data:`mlapp.serving.service.service`; view permission
+  is enough.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from mlapp import charts, versions
+from mlapp import charts
 from mlapp.exceptions import MLAppError
 from mlapp.forms import TryItForm, VersionUploadForm
 from mlapp.models import BatchJob, MLModel, ModelVersion
-from mlapp.registry import handler_for, registry
 from mlapp.runtimes.tensors import Signature, TensorSpec
-from mlapp.service import service
-from mlapp.stats import request_stats
+from mlapp.serving.registry import handler_for, registry
+from mlapp.serving.service import service
+from mlapp.serving.stats import request_stats
+from mlapp.versions import lifecycle as versions
 
 logger = logging.getLogger("mlapp.admin")
 

@@ -13,7 +13,7 @@ from typing import Any
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from mlapp.stats import Bucket
+from mlapp.serving.stats import Bucket
 
 
 def _num(value: float) -> str:

@@ -8,8 +8,8 @@ from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from mlapp.batching import BatchingConfig
 from mlapp.conf import DEFAULTS, IMPORT_STRINGS, settings
+from mlapp.serving.batching import BatchingConfig
 
 _DEVICE_PREFIXES = ("cpu", "cuda", "mps")
 
@@ -237,8 +237,8 @@ def check_production_artifacts(
     if not databases:
         return []
     from mlapp.models import ModelVersion
-    from mlapp.registry import local_artifact
-    from mlapp.validation import file_sha256
+    from mlapp.serving.registry import local_artifact
+    from mlapp.versions.inspection import file_sha256
 
     errors = []
     for version in ModelVersion.objects.filter(stage="production").select_related("model"):

@@ -12,8 +12,8 @@ from mlapp.conf import settings
 from mlapp.exceptions import MLAppError
 from mlapp.models import ModelVersion
 from mlapp.runtimes.tensors import Signature
-from mlapp.validation import ArtifactReport
-from mlapp.versions import as_local_file, validate_upload
+from mlapp.versions.inspection import ArtifactReport
+from mlapp.versions.lifecycle import as_local_file, validate_upload
 
 #: Largest signature JSON accepted, in bytes.
 MAX_SIGNATURE_SIZE = 256 * 1024
@@ -25,7 +25,7 @@ class VersionUploadForm(forms.ModelForm):
     """A new version: the model and the artifact are required; the signature only for a
     TorchScript archive whose model has no production version to inherit one from.
 
-    ``clean()`` validates the artifact in a separate process (``mlapp.validation``); the
+    ``clean()`` validates the artifact in a separate process (``mlapp.versions.inspection``); the
     report is kept in :attr:`report` and the admin stores the version from it.
     """
 

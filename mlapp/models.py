@@ -12,9 +12,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from mlapp.batching import BatchingConfig
 from mlapp.conf import settings
 from mlapp.jsonenc import FastJSONEncoder
+from mlapp.serving.batching import BatchingConfig
 
 #: The keys an ``MLModel.serving`` config may hold.
 SERVING_KEYS = ("batching",)
@@ -229,8 +229,8 @@ class ChangeMarker(models.Model):
     """A counter per model, bumped by every change to what that model serves.
 
     Every process polls these few rows (at most about once a second, from a background
-    thread: ``mlapp.swap``) and reloads a model whose counter moved, so a promotion made in
-    one process reaches the others without a database query per request.
+    thread: ``mlapp.serving.watcher``) and reloads a model whose counter moved, so a
+    promotion made in one process reaches the others without a database query per request.
     """
 
     model_name = models.CharField(max_length=100, unique=True)

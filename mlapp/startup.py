@@ -17,7 +17,7 @@ logger = logging.getLogger("mlapp.startup")
 
 def load_models(*, force: bool = False) -> dict[str, str]:
     """Load every production version into this process's registry; return load errors."""
-    from mlapp.registry import registry
+    from mlapp.serving.registry import registry
 
     if not (settings.LOAD_ON_STARTUP or force):
         return {}

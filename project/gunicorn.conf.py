@@ -41,6 +41,6 @@ else:
 
 
 def child_exit(server, worker):
-    from mlapp.metrics import process_exited
+    from mlapp.serving.metrics import process_exited
 
     process_exited(worker.pid)

@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _clean_registry():
     """Every test starts and ends with an empty registry in this process."""
-    from mlapp.registry import registry
+    from mlapp.serving.registry import registry
 
     registry.clear()
     yield

@@ -15,9 +15,9 @@ from django.test import TestCase
 from django.urls import reverse
 
 from mlapp.models import ChangeMarker, MLModel, ModelVersion
-from mlapp.registry import registry
+from mlapp.serving.registry import registry
 from mlapp.startup import load_models
-from mlapp.versions import promote_version, register_version
+from mlapp.versions.lifecycle import promote_version, register_version
 
 FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 CHANGELIST = "/admin/mlapp/modelversion/"

@@ -18,8 +18,8 @@ import mlapp
 from mlapp import charts
 from mlapp.admin import example_request
 from mlapp.models import BatchJob, MLModel, ModelVersion
-from mlapp.stats import RequestStats, request_stats
-from mlapp.versions import register_version
+from mlapp.serving.stats import RequestStats, request_stats
+from mlapp.versions.lifecycle import register_version
 
 FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 

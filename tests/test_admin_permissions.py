@@ -15,7 +15,7 @@ from django.test import TestCase
 from django.urls import reverse
 
 from mlapp.models import MLModel, ModelVersion
-from mlapp.versions import promote_version, register_version
+from mlapp.versions.lifecycle import promote_version, register_version
 
 FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 VIEW = ["view_mlmodel", "view_modelversion"]

@@ -18,7 +18,7 @@ from django.test import TestCase, override_settings
 from django.urls import reverse
 
 from mlapp.models import MLModel, ModelVersion
-from mlapp.validation import file_sha256
+from mlapp.versions.inspection import file_sha256
 from tests import artifacts
 
 FIXTURES = Path(settings.BASE_DIR) / "fixtures"

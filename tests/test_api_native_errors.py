@@ -11,7 +11,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from mlapp.models import ModelVersion
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

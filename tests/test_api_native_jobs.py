@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from mlapp.api.native import views
 from mlapp.models import BatchJob, BatchPrediction
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

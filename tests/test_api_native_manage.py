@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from mlapp.models import MLModel, ModelVersion
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 from tests.artifacts import TWO_IN_SIGNATURE
 
 pytestmark = pytest.mark.django_db

@@ -8,9 +8,9 @@ from rest_framework.test import APIClient
 
 from mlapp.handlers import BaseHandler
 from mlapp.models import MLModel
-from mlapp.registry import registry
+from mlapp.serving.registry import registry
 from mlapp.startup import load_models
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

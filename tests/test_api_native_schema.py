@@ -91,7 +91,7 @@ def test_schema_documents_predict_with_examples(schema):
 def test_schema_examples_are_bodies_the_demo_iris_model_takes(schema):
     from django.conf import settings
 
-    from mlapp.versions import register_version
+    from mlapp.versions.lifecycle import register_version
 
     iris = Path(settings.BASE_DIR) / "fixtures" / "iris"
     register_version(

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from mlapp.versions import promote_version, register_version
+from mlapp.versions.lifecycle import promote_version, register_version
 
 pytestmark = pytest.mark.django_db
 

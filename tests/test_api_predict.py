@@ -6,7 +6,7 @@ import pytest
 import torch
 from rest_framework.test import APIClient
 
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

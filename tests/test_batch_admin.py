@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission
 
 import mlapp.admin_batch  # noqa: F401 - registers the pages (mlapp.admin imports it too)
 from mlapp.models import BatchJob, BatchPrediction
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

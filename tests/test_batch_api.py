@@ -20,7 +20,7 @@ from mlapp.api.native import views
 from mlapp.batch import runner
 from mlapp.batch.readers import Chunk
 from mlapp.models import BatchJob
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from django.test import override_settings
 from mlapp import batch
 from mlapp.batch import runner
 from mlapp.models import BatchJob
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 from project.flowers.loading import load_flowers
 from project.flowers.models import Flower
 

@@ -15,7 +15,7 @@ from django.db import transaction
 from mlapp import batch
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 from tests.artifacts import expected
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -22,8 +22,8 @@ from mlapp.batch.readers import BadSource
 from mlapp.exceptions import ModelNotFound, ModelNotReady
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob, BatchPrediction
-from mlapp.service import service
-from mlapp.versions import promote_version, register_version
+from mlapp.serving.service import service
+from mlapp.versions.lifecycle import promote_version, register_version
 from project.flowers.loading import load_flowers
 from project.flowers.models import Flower
 from tests.artifacts import expected

@@ -10,7 +10,7 @@ import pytest
 
 from mlapp.batch import writers
 from mlapp.models import BatchJob, BatchPrediction
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

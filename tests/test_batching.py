@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from mlapp.batching import MicroBatcher
 from mlapp.exceptions import Overloaded
+from mlapp.serving.batching import MicroBatcher
 
 
 class GatedModel:
@@ -181,12 +181,15 @@ def test_batching_module_imports_no_django():
     import subprocess
     import sys
 
-    code = "import sys, mlapp.batching; assert 'django' not in sys.modules, sorted(sys.modules)"
+    code = (
+        "import sys, mlapp.serving.batching; "
+        "assert 'django' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_forked_child_starts_with_an_idle_batcher():
-    from mlapp import batching
+    from mlapp.serving import batching
 
     model = GatedModel()
     model.gate.set()
@@ -201,7 +204,7 @@ def test_forked_child_starts_with_an_idle_batcher():
 
 
 def test_batching_config_names_the_bad_key():
-    from mlapp.batching import BatchingConfig
+    from mlapp.serving.batching import BatchingConfig
 
     assert BatchingConfig.from_dict({}) == BatchingConfig()
     for bad, word in [
@@ -251,7 +254,7 @@ def _hold_one_call(batcher, model):
 
 
 def test_a_fast_model_is_sampled_and_its_requests_run_beside_a_running_call():
-    from mlapp.batching import SAMPLE_EVERY
+    from mlapp.serving.batching import SAMPLE_EVERY
 
     model = HeldModel(cpu_s=0.0)
     batcher = MicroBatcher(model, min_call_ms=5.0)
@@ -277,7 +280,7 @@ def test_a_fast_model_is_sampled_and_its_requests_run_beside_a_running_call():
 
 def _sampled(cpu_s: float, **options) -> tuple[HeldModel, MicroBatcher]:
     """A batcher of a model burning ``cpu_s`` a call, after the calls that make one sample."""
-    from mlapp.batching import SAMPLE_EVERY
+    from mlapp.serving.batching import SAMPLE_EVERY
 
     model = HeldModel(cpu_s=cpu_s)
     batcher = MicroBatcher(model, **options)

@@ -13,14 +13,14 @@ import pytest
 from django.core.checks import Error
 
 import mlapp
-from mlapp.batching import SAMPLE_EVERY
 from mlapp.checks import check_serving_configs, check_settings
 from mlapp.exceptions import InvalidInput, Overloaded
 from mlapp.handlers import BaseHandler
 from mlapp.models import MLModel
-from mlapp.registry import registry
-from mlapp.service import service
-from mlapp.versions import promote_version, register_version
+from mlapp.serving.batching import SAMPLE_EVERY
+from mlapp.serving.registry import registry
+from mlapp.serving.service import service
+from mlapp.versions.lifecycle import promote_version, register_version
 from tests.artifacts import expected
 
 #: The watcher never polls during these tests; batching on with no extra delay, and however

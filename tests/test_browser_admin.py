@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.db import connections
 
 from mlapp.models import MLModel, ModelVersion
-from mlapp.stats import request_stats
+from mlapp.serving.stats import request_stats
 from tests.conftest import CI
 
 CHROMIUM = "/usr/bin/chromium"

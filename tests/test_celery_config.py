@@ -19,7 +19,7 @@ from mlapp import batch
 from mlapp.batch.jobs import TASK_NAME
 from mlapp.models import BatchJob
 from mlapp.tasks import run_batch_chunk
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 REPO = Path(django_settings.BASE_DIR)
 

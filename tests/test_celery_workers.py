@@ -31,7 +31,7 @@ from mlapp import batch
 from mlapp.batch import runner
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 from project.flowers.loading import load_flowers
 from tests.artifacts import expected
 

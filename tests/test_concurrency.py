@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from mlapp.models import ModelVersion
-from mlapp.versions import promote_version, register_version
+from mlapp.versions.lifecycle import promote_version, register_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 
 import mlapp
 from mlapp.models import MLModel, ModelVersion
-from mlapp.registry import registry
+from mlapp.serving.registry import registry
 
 FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 

@@ -16,9 +16,9 @@ from django.test.utils import CaptureQueriesContext
 
 import mlapp
 from mlapp.models import ChangeMarker, ModelVersion
-from mlapp.registry import registry
+from mlapp.serving.registry import registry
 from mlapp.startup import load_models
-from mlapp.versions import archive_version, promote_version, register_version, rollback
+from mlapp.versions.lifecycle import archive_version, promote_version, register_version, rollback
 
 X = np.ones((2, 3), dtype=np.float32)
 #: Long enough that the watcher thread never polls during a test: these tests poll by hand.
@@ -27,7 +27,7 @@ QUIET = {"THREADS": 1, "POLL_INTERVAL": 3600}
 
 def _elsewhere():
     """Stage changes made as if by another process: this one is not told on commit."""
-    return mock.patch("mlapp.versions._stage_changed")
+    return mock.patch("mlapp.versions.lifecycle._stage_changed")
 
 
 def _counter(name: str) -> int:

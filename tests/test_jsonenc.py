@@ -10,8 +10,8 @@ from django.db import connection
 
 from mlapp.jsonenc import FastJSONEncoder
 from mlapp.models import BatchJob, BatchPrediction
-from mlapp.service import to_json_value
-from mlapp.versions import register_version
+from mlapp.serving.service import to_json_value
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

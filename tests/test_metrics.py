@@ -10,8 +10,8 @@ import json
 import pytest
 from prometheus_client import REGISTRY
 
-from mlapp.metrics import fold_batch_counts
-from mlapp.versions import register_version
+from mlapp.serving.metrics import fold_batch_counts
+from mlapp.versions.lifecycle import register_version
 
 V2_BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
 
@@ -95,7 +95,7 @@ def test_batched_requests_record_batch_size_and_queue_wait(affine, client, setti
 @pytest.mark.django_db
 def test_calls_without_a_queue_are_folded_every_fold_every_calls(affine, settings):
     import mlapp
-    from mlapp.metrics import BatchObserver
+    from mlapp.serving.metrics import BatchObserver
 
     settings.MLAPP = {"THREADS": 1, "POLL_INTERVAL": 3600, "BATCHING": {"enabled": True}}
     fold_batch_counts()
@@ -110,7 +110,7 @@ def test_calls_without_a_queue_are_folded_every_fold_every_calls(affine, setting
 def test_observe_many_matches_observing_one_by_one():
     from prometheus_client import CollectorRegistry, Histogram
 
-    from mlapp.metrics import _observe_many
+    from mlapp.serving.metrics import _observe_many
 
     registry = CollectorRegistry()
     one = Histogram("one_by_one", "x", buckets=(1, 2, 4), registry=registry)

@@ -7,9 +7,9 @@ import pytest
 
 from mlapp.exceptions import ModelNotFound, ModelNotReady
 from mlapp.models import ModelVersion
-from mlapp.registry import registry
+from mlapp.serving.registry import registry
 from mlapp.startup import load_models
-from mlapp.versions import promote_version, register_version
+from mlapp.versions.lifecycle import promote_version, register_version
 
 pytestmark = pytest.mark.django_db
 

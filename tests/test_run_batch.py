@@ -19,7 +19,7 @@ from django.test import override_settings
 
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 from project.flowers.loading import load_flowers
 from tests.artifacts import expected
 

@@ -9,8 +9,8 @@ import pytest
 
 import mlapp
 from mlapp.exceptions import InvalidInput
-from mlapp.service import service, to_json_value
-from mlapp.versions import register_version
+from mlapp.serving.service import service, to_json_value
+from mlapp.versions.lifecycle import register_version
 from tests.artifacts import expected
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ from django.apps import apps
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from mlapp.registry import registry
-from mlapp.versions import register_version
+from mlapp.serving.registry import registry
+from mlapp.versions.lifecycle import register_version
 
 
 @pytest.mark.django_db

@@ -25,7 +25,7 @@ from django.core.management import call_command
 from tritonclient.utils import InferenceServerException
 
 import mlapp
-from mlapp.registry import registry
+from mlapp.serving.registry import registry
 from mlapp.startup import load_models
 
 ROOT = Path(settings.BASE_DIR)

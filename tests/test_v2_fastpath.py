@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from django.test import override_settings
 
 from mlapp.api.v2 import fastpath
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

@@ -13,9 +13,9 @@ from django.test.utils import CaptureQueriesContext
 
 from mlapp.checks import check_settings
 from mlapp.models import ModelVersion
-from mlapp.registry import registry
+from mlapp.serving.registry import registry
 from mlapp.startup import load_models
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Registering, promoting, rolling back and archiving versions (mlapp.versions)."""
+"""Registering, promoting, rolling back and archiving versions (mlapp.versions.lifecycle)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 
 from mlapp.exceptions import ArtifactError, StageError, UnsafeArtifact
 from mlapp.models import MLModel, ModelVersion
-from mlapp.versions import archive_version, promote_version, register_version, rollback
+from mlapp.versions.lifecycle import archive_version, promote_version, register_version, rollback
 from tests.artifacts import TWO_IN_SIGNATURE
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""``GET /metrics``: the Prometheus exposition of the serving metrics (``mlapp.metrics``).
+"""``GET /metrics``: the Prometheus exposition of the serving metrics (``mlapp.serving.metrics``).
 
 Include it where scrapers expect it, at the site root::
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 
-from mlapp.metrics import render
+from mlapp.serving.metrics import render
 
 
 @require_safe

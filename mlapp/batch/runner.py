@@ -26,9 +26,9 @@ from django.utils import timezone
 from mlapp.batch.readers import BadSource, Chunk, Item, QuerySetSource, Source, file_source
 from mlapp.exceptions import InvalidInput, MLAppError
 from mlapp.models import BatchJob, BatchPrediction, ModelVersion
-from mlapp.registry import handler_for
 from mlapp.runtimes.tensors import Signature
-from mlapp.service import service, to_json_value, validate_inputs
+from mlapp.serving.registry import handler_for
+from mlapp.serving.service import service, to_json_value, validate_inputs
 
 logger = logging.getLogger("mlapp.batch")
 

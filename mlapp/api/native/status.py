@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 from mlapp.models import MLModel, ModelVersion
-from mlapp.registry import handler_for, registry
 from mlapp.runtimes.tensors import Signature
+from mlapp.serving.registry import handler_for, registry
 
 logger = logging.getLogger("mlapp.api")
 

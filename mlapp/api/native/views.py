@@ -1,4 +1,4 @@
-"""The native JSON API. Views stay thin: the inference service and ``mlapp.versions`` work.
+"""The native JSON API. Views stay thin: the inference service and the version lifecycle work.
 
 Kinds of access (``mlapp.api.permissions``): reads of models and versions are READ,
 predict and stored predictions by key are PREDICT, everything that changes state (uploads,
@@ -64,9 +64,9 @@ from mlapp.api.native.status import example_inputs, public_signature
 from mlapp.api.permissions import MANAGE, PREDICT, open_to_anyone, permission_classes
 from mlapp.exceptions import MLAppError, ModelNotFound
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
-from mlapp.registry import registry
-from mlapp.service import service
-from mlapp.versions import archive_version, promote_version, register_version, rollback
+from mlapp.serving.registry import registry
+from mlapp.serving.service import service
+from mlapp.versions.lifecycle import archive_version, promote_version, register_version, rollback
 
 #: Accept headers that mean "JSON is fine" (no header at all counts as */*).
 _JSON_ACCEPT = frozenset({"*/*", "application/json", ""})

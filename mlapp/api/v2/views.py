@@ -28,9 +28,9 @@ from mlapp.api.v2 import protocol
 from mlapp.conf import settings
 from mlapp.exceptions import ArtifactError, MLAppError, ModelNotFound, ModelNotReady
 from mlapp.models import MLModel, ModelVersion
-from mlapp.registry import handler_for, registry
 from mlapp.runtimes.tensors import Signature
-from mlapp.service import service
+from mlapp.serving.registry import handler_for, registry
+from mlapp.serving.service import service
 
 logger = logging.getLogger("mlapp.api.v2")
 

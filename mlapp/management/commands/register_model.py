@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from mlapp.exceptions import MLAppError
 from mlapp.models import MLModel
-from mlapp.versions import register_version
+from mlapp.versions.lifecycle import register_version
 
 
 def _read_json(path: str | None, what: str) -> Any:

@@ -20,7 +20,7 @@ from mlapp.batch.readers import Plan
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob
-from mlapp.service import service
+from mlapp.serving.service import service
 
 EXIT_ITEMS_FAILED = 3
 EXIT_JOB_FAILED = 4

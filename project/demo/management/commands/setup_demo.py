@@ -21,8 +21,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mlapp.exceptions import MLAppError
 from mlapp.models import MLModel
-from mlapp.validation import file_sha256
-from mlapp.versions import register_version
+from mlapp.versions.inspection import file_sha256
+from mlapp.versions.lifecycle import register_version
 
 FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 

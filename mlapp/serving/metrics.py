@@ -30,7 +30,7 @@ from prometheus_client import (
 from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady, Overloaded
 
 if TYPE_CHECKING:
-    from mlapp.batching import BatchStats
+    from mlapp.serving.batching import BatchStats
 
 # Latency buckets from 100 µs (a tiny model answering in-process) to 10 s.
 _LATENCY = (

@@ -8,7 +8,7 @@ query once a model is loaded.
 Hot swap: a new production version is loaded and warmed while the old one keeps answering,
 then swapped in under the lock. The old one is not closed under a running request: the
 registry drops its reference and the last request holding it releases it. Promotions made
-in other processes arrive through :mod:`mlapp.swap` (a change marker polled from a thread
+in other processes arrive through :mod:`mlapp.serving.watcher` (a change marker polled from a thread
 started lazily in each process, after the fork).
 """
 
@@ -31,20 +31,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.utils.module_loading import import_string
 
-from mlapp import metrics
-from mlapp.batching import BatchingConfig, MicroBatcher
 from mlapp.conf import settings
 from mlapp.exceptions import ArtifactError, InferenceError, ModelNotFound, ModelNotReady
 from mlapp.handlers import BaseHandler
 from mlapp.runtimes.base import Runtime
 from mlapp.runtimes.tensors import Signature
+from mlapp.serving import metrics
+from mlapp.serving.batching import BatchingConfig, MicroBatcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from mlapp.models import MLModel, ModelVersion
 
-logger = logging.getLogger("mlapp.registry")
+logger = logging.getLogger("mlapp.serving.registry")
 
 
 @dataclass
@@ -78,7 +78,7 @@ class LoadedModel:
 
     def warm_up(self) -> None:
         """Run one sample batch through the runtime, so the first request is not the slow one."""
-        from mlapp.validation import sample_inputs
+        from mlapp.versions.inspection import sample_inputs
 
         started = time.perf_counter()
         try:
@@ -246,7 +246,7 @@ class Registry:
     """Loaded models of this process: production versions by name, plus an LRU of others."""
 
     def __init__(self) -> None:
-        from mlapp.swap import ChangeWatcher
+        from mlapp.serving.watcher import ChangeWatcher
 
         self._production: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}

@@ -1,7 +1,7 @@
 """The separate process that loads an uploaded artifact and runs a sample prediction.
 
-``python -m mlapp.validation_worker`` reads one JSON request on standard input (see
-``mlapp.validation.validate_artifact(..., isolated=True)``) and writes one JSON line on
+``python -m mlapp.versions.worker`` reads one JSON request on standard input (see
+``mlapp.versions.inspection.validate_artifact(..., isolated=True)``) and writes one JSON line on
 standard output: ``{"report": {...}}`` or ``{"error": "...", "error_class": "..."}``. It
 imports no Django. Whatever the artifact prints goes to standard error, so stray output
 cannot garble the answer.
@@ -22,7 +22,7 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
-    from mlapp.validation import run_validation_request
+    from mlapp.versions.inspection import run_validation_request
 
     answer = run_validation_request(request)
     with os.fdopen(answer_fd, "w", encoding="utf-8") as out:

@@ -22,13 +22,13 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from mlapp import metrics
 from mlapp.conf import settings
+from mlapp.serving import metrics
 
 if TYPE_CHECKING:
-    from mlapp.registry import Registry
+    from mlapp.serving.registry import Registry
 
-logger = logging.getLogger("mlapp.swap")
+logger = logging.getLogger("mlapp.serving.watcher")
 
 #: Seconds the first lookup of a process waits for the watcher's first poll.
 CATCH_UP_TIMEOUT = 10.0

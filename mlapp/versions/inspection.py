@@ -4,7 +4,7 @@ Two ways to run the same checks:
 
 - :func:`validate_artifact` in this process (``manage.py register_model``, tests);
 - ``validate_artifact(..., isolated=True)`` loads and runs the artifact in a separate Python
-  process (``python -m mlapp.validation_worker``) with a time limit, so an artifact that
+  process (``python -m mlapp.versions.worker``) with a time limit, so an artifact that
   hangs, crashes or eats the interpreter cannot take the web worker down (the admin's
   upload uses this).
 
@@ -190,7 +190,7 @@ def validate_artifact(
     ``timeout`` seconds (default ``MLAPP["VALIDATION_TIMEOUT"]``).
     """
     from mlapp.conf import settings
-    from mlapp.registry import runtime_class
+    from mlapp.serving.registry import runtime_class
 
     check_size(path, settings.MAX_UPLOAD_SIZE)
     fmt = detect_format(path)
@@ -225,7 +225,7 @@ def _validate_in_subprocess(request: dict[str, Any], *, timeout: float) -> Artif
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "mlapp.validation_worker"],
+            [sys.executable, "-m", "mlapp.versions.worker"],
             input=json.dumps(request).encode(),
             capture_output=True,
             timeout=timeout,

@@ -4,7 +4,7 @@ The admin, the management API and ``manage.py register_model`` all call these. S
 changes run in one transaction with the model's row locked, and the database's conditional
 unique constraint guarantees one production version per model even where the lock is a
 no-op (SQLite). Every change of the production version moves the model's change marker in
-the same transaction (``mlapp.swap``), so every process swaps within about a second; a
+the same transaction (``mlapp.serving.watcher``), so every process swaps within about a second; a
 change made by a user is recorded in Django's admin log (who, when, from which stage to
 which), whichever way it came in.
 """
@@ -25,12 +25,12 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from mlapp import swap
 from mlapp.exceptions import StageError
 from mlapp.models import MLModel, ModelVersion
-from mlapp.validation import ArtifactReport, validate_artifact
+from mlapp.serving import watcher as swap
+from mlapp.versions.inspection import ArtifactReport, validate_artifact
 
-logger = logging.getLogger("mlapp.versions")
+logger = logging.getLogger("mlapp.versions.lifecycle")
 
 
 @contextmanager
@@ -271,7 +271,7 @@ def model_changed(model: MLModel) -> None:
 
 def _stage_changed(model_name: str) -> None:
     """Swap the model in this process's registry, if this process serves it."""
-    from mlapp.registry import registry
+    from mlapp.serving.registry import registry
 
     if registry.serves(model_name):
         registry.reload(model_name, warm=True)

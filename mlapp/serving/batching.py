@@ -40,7 +40,7 @@ import numpy as np
 
 from mlapp.exceptions import Overloaded
 
-logger = logging.getLogger("mlapp.batching")
+logger = logging.getLogger("mlapp.serving.batching")
 
 Arrays = dict[str, np.ndarray]
 BatchFn = Callable[[Arrays], Arrays]

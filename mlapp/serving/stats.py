@@ -88,5 +88,5 @@ request_stats = RequestStats()
 
 
 def record_request(model: str, seconds: float) -> None:
-    """Count one answered request (called by ``mlapp.service``)."""
+    """Count one answered request (called by ``mlapp.serving.service``)."""
     request_stats.record(model, seconds)

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mlapp import metrics
 from mlapp.exceptions import InvalidInput
-from mlapp.registry import LoadedModel, Registry, registry
 from mlapp.runtimes.tensors import Signature, coerce_input
-from mlapp.stats import record_request
+from mlapp.serving import metrics
+from mlapp.serving.registry import LoadedModel, Registry, registry
+from mlapp.serving.stats import record_request
 
 #: The ``protocol`` label of calls from Python code (``mlapp.predict``, the admin, jobs).
 PYTHON = "python"
