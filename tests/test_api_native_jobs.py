@@ -276,7 +276,7 @@ def test_prediction_by_key_of_an_unknown_model_is_a_404():
 
 
 def test_enqueue_hook_refuses_an_unknown_source_and_drops_the_job(affine):
-    from mlapp.batch.readers import BadSource
+    from mlapp.batch.sources import BadSource
 
     job = make_job(affine, status=BatchJob.Status.PENDING)
     with pytest.raises(BadSource, match="No batch source named 'users'"):

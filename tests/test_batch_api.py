@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from mlapp import batch
 from mlapp.api.native import views
 from mlapp.batch import runner
-from mlapp.batch.readers import Chunk
+from mlapp.batch.sources import Chunk
 from mlapp.models import BatchJob
 from mlapp.versions.lifecycle import register_version
 

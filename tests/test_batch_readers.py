@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlapp.batch.readers import (
+from mlapp.batch.sources import (
     BadSource,
     Chunk,
     CSVSource,

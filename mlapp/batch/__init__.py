@@ -7,9 +7,9 @@ The public functions, for views, commands and the host project's own code::
     batch.cancel(job)
     batch.latest_prediction("iris", "17")
 
-``readers`` (sources and chunking), ``runner`` (one chunk through the inference service,
-idempotent writes) and ``writers`` (JSON Lines / CSV streams) hold the work; Celery only
-schedules chunks (``mlapp.tasks``).
+``sources`` (one module per file format, and chunking), ``runner`` (one chunk through the
+inference service, idempotent writes) and ``writers`` (JSON Lines / CSV streams) hold the
+work; ``jobs`` creates, queues and cancels jobs; Celery only schedules chunks (``mlapp.tasks``).
 """
 
 from mlapp.batch.jobs import (

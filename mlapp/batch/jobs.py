@@ -25,7 +25,7 @@ from django.db.models import F, QuerySet
 from django.utils.module_loading import import_string
 
 from mlapp.batch import runner
-from mlapp.batch.readers import BadSource, Chunk, Plan, QuerySetSource, file_source
+from mlapp.batch.sources import BadSource, Chunk, Plan, QuerySetSource, file_source
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion

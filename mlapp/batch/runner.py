@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from mlapp.batch.readers import BadSource, Chunk, Item, QuerySetSource, Source, file_source
+from mlapp.batch.sources import BadSource, Chunk, Item, QuerySetSource, Source, file_source
 from mlapp.exceptions import InvalidInput, MLAppError
 from mlapp.models import BatchJob, BatchPrediction, ModelVersion
 from mlapp.runtimes.tensors import Signature

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from mlapp.batch import jobs, runner, writers
-from mlapp.batch.readers import Plan
+from mlapp.batch.sources import Plan
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob
