@@ -182,11 +182,9 @@ def run_job(model: str, path: Path, chunk: int) -> tuple[float, int]:
 
     started = time.perf_counter()
     job = batch.create_job(model, file=path, chunk_size=chunk)
-    while True:
-        job.refresh_from_db()
-        if job.status not in (BatchJob.Status.PENDING, BatchJob.Status.RUNNING):
-            break
+    while BatchJob.objects.active().filter(pk=job.pk).exists():
         time.sleep(0.05)
+    job.refresh_from_db()
     elapsed = time.perf_counter() - started
     if job.status != BatchJob.Status.SUCCEEDED or job.failed:
         raise SystemExit(f"job {job.pk} {job.status}: {job.error or job.failed}")

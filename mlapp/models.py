@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from mlapp.conf import settings
 from mlapp.jsonenc import FastJSONEncoder
+from mlapp.managers import BatchJobQuerySet
 from mlapp.serving.batching import BatchingConfig
 
 #: The keys an ``MLModel.serving`` config may hold.
@@ -196,6 +197,8 @@ class BatchJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BatchJobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

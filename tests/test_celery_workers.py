@@ -64,7 +64,6 @@ MLAPP = {
         }
     },
 }
-ACTIVE = ("pending", "running")
 
 
 # -- handlers the workers load (by dotted path) -------------------------------------------
@@ -226,10 +225,11 @@ def chunk_log(env: dict[str, str], model: str) -> list[dict]:
 def wait_for(job: BatchJob, *workers: Worker, timeout: float = 120) -> BatchJob:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status not in ACTIVE:
+        if not BatchJob.objects.active().filter(pk=job.pk).exists():
+            job.refresh_from_db()
             return job
         time.sleep(0.2)
+    job.refresh_from_db()
     logs = "\n".join(w.log() for w in workers)
     raise AssertionError(f"job {job.pk} still {job.status} ({job.done}/{job.total}):\n{logs}")
 

@@ -165,13 +165,12 @@ class Command(BaseCommand):
     @staticmethod
     def _follow(job: BatchJob, bar: tqdm) -> None:
         """Feed the bar from the job's counters while Celery workers run it."""
-        active = {BatchJob.Status.PENDING, BatchJob.Status.RUNNING}
         while True:
-            status, done, failed = (
-                BatchJob.objects.filter(pk=job.pk).values_list("status", "done", "failed").get()
-            )
+            # The status first: the counters read after a job ended are its final ones.
+            active = BatchJob.objects.active().filter(pk=job.pk).exists()
+            done, failed = BatchJob.objects.filter(pk=job.pk).values_list("done", "failed").get()
             bar.update(done + failed - bar.n)
-            if status not in active:
+            if not active:
                 return
             time.sleep(POLL_INTERVAL)
 
