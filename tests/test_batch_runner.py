@@ -531,7 +531,7 @@ def test_latest_prediction_comes_from_the_latest_succeeded_job(affine, tmp_path)
     assert batch.latest_prediction("affine", "nothing") is None
 
 
-def test_submit_plans_a_job_stored_elsewhere_and_deletes_it_when_its_file_is_bad(affine):
+def test_submit_plans_a_stored_job_again_and_leaves_it_when_its_file_went_bad(affine):
     from django.core.files.base import ContentFile
 
     good = BatchJob(version=affine)
@@ -545,8 +545,9 @@ def test_submit_plans_a_job_stored_elsewhere_and_deletes_it_when_its_file_is_bad
     stored = Path(bad.source_file.path)
     with pytest.raises(BadSource, match="3 value"):
         batch.submit(bad)
-    assert not BatchJob.objects.filter(pk=bad.pk).exists()
-    assert not stored.exists()
+    # Resubmitting is not creating: the job and what it stored stay for someone to look at.
+    assert BatchJob.objects.get(pk=bad.pk).status == "pending"
+    assert stored.exists()
 
 
 def test_an_uploaded_file_object_is_planned_and_stored(affine):

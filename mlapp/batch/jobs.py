@@ -1,9 +1,12 @@
-"""Creating, submitting and cancelling batch jobs, and where their chunks run.
+"""Creating, queueing and cancelling batch jobs, and where their chunks run.
 
-A job is planned before anything is queued: its source is read once end to end, so a bad
-file is refused with a clear error (``BadSource``, HTTP 400) and no job is kept. The chunks
-are then handed over when the transaction commits: to Celery when a broker is configured
-(one task per chunk), else to a background thread of this process running the same code.
+The one way a job is made, whoever asks (the API, ``run_batch``, the host's Python code):
+:func:`prepare_job` checks the file's format against the one table of formats
+(``mlapp.batch.sources.FORMATS``) and reads the source once end to end BEFORE anything is
+stored, so a bad file or source is refused with a clear error (``BadSource``, HTTP 400) and
+no job exists. :func:`create_job` then hands the chunks over when the transaction commits:
+to Celery when a broker is configured (one task per chunk), else to a background thread of
+this process running the same code. :func:`cancel` is the one way a job is stopped.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 from django.core.files import File
 from django.db import connections, transaction
 from django.db.models import F, QuerySet
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from mlapp.batch import runner
-from mlapp.batch.sources import BadSource, Chunk, Plan, QuerySetSource, file_source
+from mlapp.batch.sources import BadSource, Chunk, Plan, QuerySetSource, file_format, file_source
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
@@ -173,11 +177,18 @@ def resolve_version(model: str | MLModel, version: int | None = None) -> ModelVe
 
 @contextmanager
 def _local_file(file: Any) -> Iterator[tuple[str, str]]:
-    """``(name, local path)`` of a path, an uploaded file or any file object."""
+    """``(name, local path)`` of a path, an uploaded file or any file object.
+
+    A name whose extension no batch job reads is refused (``BadSource``) before anything
+    is copied.
+    """
     if isinstance(file, (str, os.PathLike)):
-        yield os.path.basename(os.fspath(file)), os.fspath(file)
+        name = os.path.basename(os.fspath(file))
+        file_format(name)
+        yield name, os.fspath(file)
         return
     name = os.path.basename(getattr(file, "name", "") or "")
+    file_format(name)
     temporary_path = getattr(file, "temporary_file_path", None)
     if temporary_path is not None:
         yield name, temporary_path()
@@ -250,21 +261,12 @@ def create_job(model: str | MLModel, **kwargs: Any) -> BatchJob:
 
 
 def submit(job: BatchJob, *, chunk_size: int | None = None) -> BatchJob:
-    """Plan and queue a job whose row was stored elsewhere (the API creates them so).
+    """Queue a stored job again, e.g. one an in-process runner lost to a restart.
 
-    A source that cannot be read raises ``BadSource`` (400) and the job is deleted with its
-    file: nothing is queued or kept. Submitting an unfinished job again runs what is missing
-    (keys already stored are skipped).
+    Its source is planned anew (``BadSource``, 400, if it can no longer be read: the job is
+    left as it was); keys already stored are skipped, so only what is missing runs.
     """
-    try:
-        plan = runner.open_source(job).plan(chunk_size or settings.BATCH_CHUNK_SIZE)
-    except MLAppError as exc:
-        if exc.status_code >= 500:
-            raise
-        if job.source_file:
-            job.source_file.delete(save=False)
-        job.delete()
-        raise
+    plan = runner.open_source(job).plan(chunk_size or settings.BATCH_CHUNK_SIZE)
     BatchJob.objects.filter(pk=job.pk).update(total=plan.total)
     job.total = plan.total
     enqueue(job, plan)
@@ -272,8 +274,17 @@ def submit(job: BatchJob, *, chunk_size: int | None = None) -> BatchJob:
 
 
 def cancel(job: BatchJob | int) -> bool:
-    """Cancel a pending or running job; chunks not yet started then do nothing."""
-    return runner.cancel_job(job.pk if isinstance(job, BatchJob) else job)
+    """Cancel a pending or running job: its chunks not yet started then do nothing.
+
+    One conditional UPDATE: a runner finishing the job at the same moment wins or loses
+    cleanly, never half. False when the job had already ended (or does not exist).
+    """
+    pk = job.pk if isinstance(job, BatchJob) else job
+    return bool(
+        BatchJob.objects.active()
+        .filter(pk=pk)
+        .update(status=BatchJob.Status.CANCELLED, finished_at=timezone.now())
+    )
 
 
 def predictions_by_key(model: str, key: str) -> QuerySet[BatchPrediction]:

@@ -32,7 +32,6 @@ from mlapp.serving.service import service, to_json_value, validate_inputs
 
 logger = logging.getLogger("mlapp.batch")
 
-ACTIVE = (BatchJob.Status.PENDING, BatchJob.Status.RUNNING)
 #: Rows inserted per INSERT statement.
 INSERT_BATCH = 1000
 #: A chunk runs in parts: while one part's results are written, the model computes the
@@ -197,18 +196,9 @@ def fail_job(job_id: int, message: str) -> bool:
     """Stop an active job as failed with ``message``; False if it had already stopped."""
     logger.error("mlapp: batch job %s failed: %s", job_id, message)
     return bool(
-        BatchJob.objects.filter(pk=job_id, status__in=ACTIVE).update(
-            status=BatchJob.Status.FAILED, error=message[:10_000], finished_at=timezone.now()
-        )
-    )
-
-
-def cancel_job(job_id: int) -> bool:
-    """Cancel an active job: its chunks not yet started do nothing. False if it had stopped."""
-    return bool(
-        BatchJob.objects.filter(pk=job_id, status__in=ACTIVE).update(
-            status=BatchJob.Status.CANCELLED, finished_at=timezone.now()
-        )
+        BatchJob.objects.active()
+        .filter(pk=job_id)
+        .update(status=BatchJob.Status.FAILED, error=message[:10_000], finished_at=timezone.now())
     )
 
 
@@ -283,8 +273,8 @@ def run_chunk(job_id: int, chunk: Chunk, *, skip_stored: bool = True) -> ChunkOu
     again does not run the model again; a caller that knows this is the chunk's first run
     spares that query. Either way the write stores each key once.
     """
-    job = BatchJob.objects.select_related("version__model").filter(pk=job_id).first()
-    if job is None or job.status not in ACTIVE:
+    job = BatchJob.objects.active().select_related("version__model").filter(pk=job_id).first()
+    if job is None:
         return ChunkOutcome(stopped=True)
     mark_running(job_id)
     items = open_source(job).read(chunk)

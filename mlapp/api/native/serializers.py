@@ -14,13 +14,12 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from mlapp.api.native.status import public_signature, readiness
+from mlapp.batch.sources import EXTENSIONS
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
 
 #: Largest signature or metrics JSON file accepted with an upload.
 MAX_JSON_FILE = 1024 * 1024
-#: File types a batch job reads.
-BATCH_EXTENSIONS = (".csv", ".jsonl", ".npy", ".npz")
 
 
 def _url(serializer: serializers.Serializer, route: str, **kwargs: Any) -> str:
@@ -346,9 +345,7 @@ class JobCreateSerializer(serializers.Serializer):
     version = serializers.IntegerField(
         required=False, min_value=1, help_text="Version to run; default: production."
     )
-    file = serializers.FileField(
-        required=False, help_text=f"Input file: {', '.join(BATCH_EXTENSIONS)}."
-    )
+    file = serializers.FileField(required=False, help_text=f"Input file: {', '.join(EXTENSIONS)}.")
     source = serializers.RegexField(
         r"^[\w.-]+$",
         max_length=100,
@@ -356,14 +353,6 @@ class JobCreateSerializer(serializers.Serializer):
         help_text="Name of a registered source (e.g. an ORM queryset) instead of a file.",
     )
     params = JSONObjectField(required=False, help_text="Parameters of the registered source.")
-
-    def validate_file(self, value: UploadedFile) -> UploadedFile:
-        if not value.name.lower().endswith(BATCH_EXTENSIONS):
-            raise serializers.ValidationError(
-                f"{value.name!r} is not a file a batch job reads: use "
-                f"{', '.join(BATCH_EXTENSIONS)}."
-            )
-        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("file" in attrs) == ("source" in attrs):
