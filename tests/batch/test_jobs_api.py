@@ -49,7 +49,7 @@ def api(onnx_file):
     register_version("affine", onnx_file, promote=True)
     client = APIClient()
     client.force_authenticate(get_user_model().objects.create_user("ops", is_staff=True))
-    with override_settings(MLAPP={"THREADS": 1, "CELERY_APP": "tests.test_batch_api.recorder"}):
+    with override_settings(MLAPP={"THREADS": 1, "CELERY_APP": f"{__name__}.recorder"}):
         yield client
 
 

@@ -54,7 +54,7 @@ producer_app = Celery("mlapp-test-producer", broker=REDIS_URL, set_as_current=Fa
 producer_app.conf.update(broker_transport_options=TRANSPORT, task_ignore_result=True)
 MLAPP = {
     "THREADS": 1,
-    "CELERY_APP": "tests.test_celery_workers.producer_app",
+    "CELERY_APP": "tests.batch.test_celery_workers.producer_app",
     "BATCH_MAX_RETRIES": 2,
     "BATCH_RETRY_DELAY": 0.2,
     "BATCH_SOURCES": {
@@ -236,7 +236,7 @@ def wait_for(job: BatchJob, *workers: Worker, timeout: float = 120) -> BatchJob:
 
 def affine(name: str, onnx_file: Path, handler: str = "LoggingHandler"):
     return register_version(
-        name, onnx_file, handler=f"tests.test_celery_workers.{handler}", promote=True
+        name, onnx_file, handler=f"tests.batch.test_celery_workers.{handler}", promote=True
     )
 
 

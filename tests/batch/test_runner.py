@@ -36,7 +36,7 @@ FLOWER_FIELDS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SOURCES = {
     "flowers": {"queryset": "project.flowers.sources.flowers", "inputs": FLOWER_FIELDS},
     "users": {
-        "queryset": "tests.test_batch_runner.active_users",
+        "queryset": "tests.batch.test_runner.active_users",
         "inputs": {"x": ["id", "id", "id"]},
         "key": "username",
     },
@@ -312,7 +312,7 @@ def test_cancel_stops_the_chunks_not_yet_started(iris, tmp_path):
 
 
 def test_a_failing_chunk_is_retried_a_bounded_number_of_times_then_fails_the_job(affine, tmp_path):
-    affine.model.handler = "tests.test_batch_runner.FailingHandler"
+    affine.model.handler = "tests.batch.test_runner.FailingHandler"
     affine.model.save()
     FailingHandler.calls = 0
     path = tmp_path / "x.csv"
@@ -326,7 +326,7 @@ def test_a_failing_chunk_is_retried_a_bounded_number_of_times_then_fails_the_job
 
 
 def test_a_chunk_that_fails_once_succeeds_on_its_retry(affine, tmp_path):
-    affine.model.handler = "tests.test_batch_runner.FlakyHandler"
+    affine.model.handler = "tests.batch.test_runner.FlakyHandler"
     affine.model.save()
     FlakyHandler.calls = 0
     path = tmp_path / "x.csv"
@@ -410,7 +410,7 @@ def test_a_fast_models_chunk_is_two_calls_and_one_write(affine, tmp_path, monkey
 def test_a_later_part_that_fails_reruns_only_the_keys_not_yet_written(
     affine, tmp_path, monkeypatch
 ):
-    affine.model.handler = "tests.test_batch_runner.FailsOnThirdCall"
+    affine.model.handler = "tests.batch.test_runner.FailsOnThirdCall"
     affine.model.save()
     FailsOnThirdCall.calls = 0
     monkeypatch.setattr(runner, "PART_SIZE", 2)
