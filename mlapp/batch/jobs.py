@@ -120,7 +120,8 @@ class InProcessRunner:
 inprocess = InProcessRunner()
 
 
-def _policy() -> dict[str, Any]:
+def retry_policy() -> dict[str, Any]:
+    """How often a failing chunk runs again, and after how long (``run_job``'s keywords)."""
     return {
         "max_retries": int(settings.BATCH_MAX_RETRIES),
         "retry_delay": float(settings.BATCH_RETRY_DELAY),
@@ -146,7 +147,7 @@ def enqueue(job: BatchJob, plan: Plan, *, where: str | None = None) -> None:
     (So inside a test wrapped in a transaction nothing is sent: use a transactional test.)
     """
     where = where or executor()
-    policy = _policy()
+    policy = retry_policy()
     if where == "celery":
         transaction.on_commit(partial(_send_chunks, celery_app(), job.pk, plan.chunks, policy))
     else:

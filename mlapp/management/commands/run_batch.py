@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from mlapp.batch import jobs, runner, writers
 from mlapp.batch.sources import Plan
-from mlapp.conf import settings
 from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob
 from mlapp.serving.service import service
@@ -157,8 +156,7 @@ class Command(BaseCommand):
         runner.run_job(
             job.pk,
             plan.chunks,
-            max_retries=int(settings.BATCH_MAX_RETRIES),
-            retry_delay=float(settings.BATCH_RETRY_DELAY),
+            **jobs.retry_policy(),
             progress=lambda outcome: bar.update(outcome.written + outcome.failed),
         )
 
