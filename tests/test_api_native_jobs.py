@@ -24,7 +24,7 @@ CSV = b"key,x0,x1,x2\na,1,2,3\nb,0,0,0\n"
 JSONL = b'{"key": "a", "inputs": [[1, 2, 3]]}\n{"key": "b", "inputs": [[0, 0, 0]]}\n'
 SOURCES = {
     "active-users": {
-        "queryset": "tests.test_api_native_jobs.users_since",
+        "queryset": f"{__name__}.users_since",
         "inputs": {"x": ["id", "id", "id"]},
         "key": "username",
     }
