@@ -31,6 +31,14 @@ class ModelNotFound(MLAppError):
     status_code = 404
     default_message = "Model not found."
 
+    @classmethod
+    def no_model(cls, name: str) -> ModelNotFound:
+        return cls(f"No model named {name!r}.")
+
+    @classmethod
+    def no_version(cls, name: str, version: object) -> ModelNotFound:
+        return cls(f"Model {name!r} has no version {version!r}.")
+
 
 class ModelNotReady(MLAppError):
     """The model exists but no version of it is loaded and serving."""

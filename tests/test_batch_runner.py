@@ -349,10 +349,14 @@ def _count_calls(monkeypatch) -> list[tuple[int, str]]:
     calls = []
     original = service.predict
 
-    def counting(model, inputs, **kwargs):
-        rows = len(next(iter(inputs.values())))  # the items of one call, stacked
-        calls.append((rows, threading.current_thread().name))
-        return original(model, inputs, **kwargs)
+    def counting(model, decode, **kwargs):
+        def decoding(signature):
+            arrays = decode(signature)
+            rows = len(next(iter(arrays.values())))  # the items of one call, stacked
+            calls.append((rows, threading.current_thread().name))
+            return arrays
+
+        return original(model, decoding, **kwargs)
 
     monkeypatch.setattr(service, "predict", counting)
     return calls

@@ -27,8 +27,9 @@ from mlapp.batch.readers import BadSource, Chunk, Item, QuerySetSource, Source, 
 from mlapp.exceptions import InvalidInput, MLAppError
 from mlapp.models import BatchJob, BatchPrediction, ModelVersion
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.registry import handler_for
-from mlapp.serving.service import service, to_json_value, validate_inputs
+from mlapp.serving.inputs import named, validate_inputs
+from mlapp.serving.loading import load_handler
+from mlapp.serving.service import service, to_json_value
 
 logger = logging.getLogger("mlapp.batch")
 
@@ -62,7 +63,7 @@ class ChunkOutcome:
 def public_signature(version: ModelVersion) -> Signature:
     """What clients send to ``version`` (its handler's signature), without loading weights."""
     signature = Signature.from_dict(version.signature)
-    handler = handler_for(version.model, signature)
+    handler = load_handler(version.model, signature)
     return handler.signature() if handler else signature
 
 
@@ -130,12 +131,12 @@ def _run_group(
         if len(members) == 1
         else {n: np.concatenate([arrays[n] for _, arrays in members]) for n in names}
     )
-    outputs = service.predict(model, stacked, version=version).outputs
+    outputs = service.predict(model, named(stacked), version=version).outputs
     rows = sum(counts)
     if len(members) > 1 and any(o.ndim == 0 or len(o) != rows for o in outputs.values()):
         # Outputs not one row per input row cannot be split: run each item on its own.
         for key, arrays in members:
-            single = service.predict(model, arrays, version=version).outputs
+            single = service.predict(model, named(arrays), version=version).outputs
             yield key, {n: to_json_value(o) for n, o in single.items()}
         return
     start = 0

@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,44 +44,6 @@ logger = logging.getLogger("mlapp.serving.batching")
 
 Arrays = dict[str, np.ndarray]
 BatchFn = Callable[[Arrays], Arrays]
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """What ``MLAPP["BATCHING"]`` and a model's ``serving["batching"]`` may set."""
-
-    #: Group concurrent requests of this model into one call.
-    enabled: bool = False
-    #: Most rows in one model call; a request with more rows is cut into parts this size.
-    max_batch_size: int = 32
-    #: Extra wait for more requests once batches are forming (0: greedy).
-    max_queue_delay_ms: float = 0.0
-    #: Requests waiting beyond this are answered 503 with Retry-After (backpressure).
-    max_queue_size: int = 256
-    #: Queue behind a running call only when the model's calls take this long (0: always).
-    min_call_ms: float = 0.2
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BatchingConfig:
-        """Build from a settings dict; raise ``ValueError`` naming the first bad key."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"must be a dict, not {type(data).__name__}")
-        known = cls.__dataclass_fields__
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise ValueError(f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        config = cls(**data)
-        if not isinstance(config.enabled, bool):
-            raise ValueError("enabled must be true or false")
-        for key in ("max_batch_size", "max_queue_size"):
-            value = getattr(config, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, not {value!r}")
-        for key in ("max_queue_delay_ms", "min_call_ms"):
-            value = getattr(config, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{key} must be a number >= 0, not {value!r}")
-        return config
 
 
 @dataclass(slots=True)

@@ -7,7 +7,8 @@ from typing import Any
 
 from mlapp.models import MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.registry import handler_for, registry
+from mlapp.serving.loading import load_handler
+from mlapp.serving.registry import registry
 
 logger = logging.getLogger("mlapp.api")
 
@@ -50,7 +51,7 @@ def public_signature(version: ModelVersion) -> dict[str, Any]:
     if not model.handler:
         return version.signature
     try:
-        handler = handler_for(model, Signature.from_dict(version.signature))
+        handler = load_handler(model, Signature.from_dict(version.signature))
         return handler.signature().to_dict() if handler else version.signature
     except Exception:
         # The handler is the host project's code: describe the artifact rather than fail.

@@ -64,6 +64,7 @@ from mlapp.api.native.status import example_inputs, public_signature
 from mlapp.api.permissions import MANAGE, PREDICT, open_to_anyone, permission_classes
 from mlapp.exceptions import MLAppError, ModelNotFound
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
+from mlapp.serving.inputs import named
 from mlapp.serving.registry import registry
 from mlapp.serving.service import service
 from mlapp.versions.lifecycle import archive_version, promote_version, register_version, rollback
@@ -364,7 +365,7 @@ class PredictView(MLAppAPIView):
 
     def post(self, request: Request, name: str, version: int | None = None) -> Response:
         prediction = service.predict(
-            name, read_inputs(request.data), version=version, protocol="native"
+            name, named(read_inputs(request.data)), version=version, protocol="native"
         )
         return Response(prediction.to_dict())
 
