@@ -21,8 +21,8 @@ from mlapp.api.v2.protocol import (
     RequestedOutput,
     decode_request,
     decompress,
-    encode_response,
 )
+from mlapp.api.v2.responses import encode_response
 from mlapp.exceptions import InvalidInput
 from mlapp.runtimes.tensors import Signature
 

@@ -7,10 +7,9 @@ caller that arrives while a call is running queues; when the call ends, the olde
 request *leads* the next one: it takes its own rows and the compatible requests queued behind
 it (up to ``max_batch_size`` rows), makes one call, hands every other request its rows, and
 passes the lead on. So batches form by themselves while the model is busy (greedy batching,
-Triton's default), and a lone request pays no hand-off to another thread (measured: 45 µs per
-request on one core with a worker thread, more than the whole iris model; about 1 µs now).
-``max_queue_delay_ms`` > 0 makes a leader wait that long for more requests, and only when the
-previous call held several (there is concurrency to wait for).
+Triton's default), and a lone request pays no hand-off to another thread (a worker thread
+cost 45 µs per request on one core, more than the whole iris model). ``max_queue_delay_ms``
+> 0 makes a leader wait that long for more requests, when the previous call held several.
 
 Batching only where it pays: a request queues behind a running call only when the model's
 calls take at least ``min_call_ms`` (every ``SAMPLE_EVERY``-th unqueued call is a sample; the
@@ -18,9 +17,7 @@ estimate is the shortest of the latest ``SAMPLES``, as other threads can only st
 A model faster than that (iris, digits: ~40 µs a call with their handlers) runs concurrent
 requests side by side, as with batching off, without touching the batcher's lock: on one core,
 handing a request to the leader's thread and back cost ~70 µs of CPU per request as measured
-(wake-ups and the GIL), more than the call it saves.
-
-Generic over the batch callable and free of Django, like the runtimes below it.
+(wake-ups and the GIL), more than the call it saves. Free of Django, like the runtimes.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from rest_framework.settings import api_settings
 import mlapp
 from mlapp.api import permissions
 from mlapp.api.v2 import protocol
+from mlapp.api.v2.responses import encode_response
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError, ModelNotFound
 from mlapp.runtimes.tensors import Signature
@@ -283,7 +284,7 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
         _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     )
     prediction = service.predict(name, decoder, version=number, protocol="v2")
-    content, json_length = protocol.encode_response(
+    content, json_length = encode_response(
         model_name=prediction.model,
         model_version=str(prediction.version),
         request=decoder.request,
