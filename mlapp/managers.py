@@ -34,9 +34,8 @@ class ModelVersionQuerySet(models.QuerySet):
         )
         if found is not None:
             return found
-        from mlapp.models import MLModel
-
-        if not MLModel.objects.filter(name=name).exists():
+        models_table = self.model._meta.get_field("model").related_model
+        if not models_table._default_manager.filter(name=name).exists():
             raise ModelNotFound.no_model(name)
         if version is not None:
             raise ModelNotFound.no_version(name, version)
