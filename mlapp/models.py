@@ -82,11 +82,6 @@ class ModelVersion(models.Model):
         PRODUCTION = "production", _("production")
         ARCHIVED = "archived", _("archived")
 
-    class Format(models.TextChoices):
-        TORCHSCRIPT = "torchscript", "TorchScript"
-        TORCH_EXPORT = "torch_export", "torch.export"
-        ONNX = "onnx", "ONNX"
-
     model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
     artifact = models.FileField(

@@ -45,15 +45,6 @@ def datatype_of(array: np.ndarray) -> str:
         raise InvalidInput(f"Unsupported array dtype {array.dtype}.") from None
 
 
-def numpy_dtype(datatype: str) -> np.dtype:
-    """Return the numpy dtype for an OIP datatype name, or raise ``InvalidInput``."""
-    try:
-        return DATATYPES[datatype]
-    except KeyError:
-        known = ", ".join(DATATYPES)
-        raise InvalidInput(f"Unknown datatype {datatype!r}; expected one of {known}.") from None
-
-
 @dataclass(frozen=True)
 class TensorSpec:
     """Name, OIP datatype and shape of one tensor; ``-1`` marks a variable dimension."""

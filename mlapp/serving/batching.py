@@ -56,11 +56,6 @@ class BatchStats:
     #: Seconds the call itself took.
     compute_s: float
 
-    @property
-    def queue_wait_s(self) -> float:
-        """The longest wait of the call's requests."""
-        return max(self.queue_waits)
-
 
 #: Marks the request of an idle batcher, which runs at once without a job.
 _ALONE: Any = object()

@@ -1,5 +1,5 @@
 """Hot swap in one process: no failed request while versions change, the change marker and
-its poller, release of the old version. (Two real servers: tests/test_hot_swap_servers.py.)"""
+its poller, release of the old version. (Two real servers: test_hot_swap_servers.py.)"""
 
 from __future__ import annotations
 
