@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from mlapp.api.native import views
+from mlapp.api.native.views import jobs as views
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.versions.lifecycle import register_version
 
