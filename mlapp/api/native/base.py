@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db.models import QuerySet
 from django.http import Http404
 from rest_framework import exceptions, generics
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -108,7 +109,7 @@ def request_user(request: Request) -> Any:
     return request.user if request.user.is_authenticated else None
 
 
-def get_model(name: str, queryset: Any = None) -> MLModel:
+def get_model(name: str, queryset: QuerySet[MLModel] | None = None) -> MLModel:
     """The model named ``name`` (from ``queryset`` when given), or 404."""
     model = (MLModel.objects if queryset is None else queryset).filter(name=name).first()
     if model is None:
