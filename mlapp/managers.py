@@ -39,7 +39,7 @@ class ModelVersionQuerySet(models.QuerySet):
             raise ModelNotFound.no_model(name)
         if version is not None:
             raise ModelNotFound.no_version(name, version)
-        raise ModelNotReady(f"Model {name!r} has no production version.")
+        raise ModelNotReady.no_production(name)
 
 
 class ChangeMarkerManager(models.Manager):

@@ -16,7 +16,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from mlapp import batch
-from mlapp.api.native import views
+from mlapp.api.native.views import jobs as views
 from mlapp.batch import runner
 from mlapp.batch.readers import Chunk
 from mlapp.models import BatchJob

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from mlapp.batch.readers import (
-    BadSource,
     Chunk,
     CSVSource,
     JSONLSource,
@@ -19,6 +18,7 @@ from mlapp.batch.readers import (
     file_format,
     file_source,
 )
+from mlapp.exceptions import BadSource
 from mlapp.runtimes.tensors import Signature
 
 IRIS = Signature.from_dict(

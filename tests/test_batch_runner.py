@@ -18,8 +18,7 @@ from rest_framework.test import APIClient
 
 from mlapp import batch
 from mlapp.batch import runner
-from mlapp.batch.readers import BadSource
-from mlapp.exceptions import ModelNotFound, ModelNotReady
+from mlapp.exceptions import BadSource, ModelNotFound, ModelNotReady
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.serving.service import service

@@ -13,8 +13,6 @@ schedules chunks (``mlapp.tasks``).
 """
 
 from mlapp.batch.jobs import (
-    BadSource,
-    QueueUnavailable,
     cancel,
     create_job,
     enqueue,
@@ -28,8 +26,6 @@ from mlapp.batch.jobs import (
 )
 
 __all__ = [
-    "BadSource",
-    "QueueUnavailable",
     "cancel",
     "create_job",
     "enqueue",

@@ -25,22 +25,21 @@ from django.db.models import F, QuerySet
 from django.utils.module_loading import import_string
 
 from mlapp.batch import runner
-from mlapp.batch.readers import BadSource, Chunk, Plan, QuerySetSource, file_source
+from mlapp.batch.readers import Chunk, Plan, QuerySetSource, file_source
 from mlapp.conf import settings
-from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady
+from mlapp.exceptions import (
+    BadSource,
+    MLAppError,
+    ModelNotFound,
+    ModelNotReady,
+    QueueUnavailable,
+)
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
 
 logger = logging.getLogger("mlapp.batch")
 
 #: The Celery task that runs one chunk (mlapp.tasks.run_batch_chunk).
 TASK_NAME = "mlapp.run_batch_chunk"
-
-
-class QueueUnavailable(MLAppError):
-    """The broker refused the job's chunks; the job is marked failed."""
-
-    status_code = 503
-    default_message = "The batch queue is unavailable; try again later."
 
 
 # -- where chunks run --------------------------------------------------------------------
@@ -160,13 +159,13 @@ def resolve_version(model: str | MLModel, version: int | None = None) -> ModelVe
         found = versions.filter(version=version).first()
         if found is None:
             if not MLModel.objects.filter(name=name).exists():
-                raise ModelNotFound(f"No model named {name!r}.")
-            raise ModelNotFound(f"Model {name!r} has no version {version}.")
+                raise ModelNotFound.no_model(name)
+            raise ModelNotFound.no_version(name, version)
         return found
     found = versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
     if found is None:
         if not MLModel.objects.filter(name=name).exists():
-            raise ModelNotFound(f"No model named {name!r}.")
+            raise ModelNotFound.no_model(name)
         raise ModelNotReady(f"Model {name!r} has no production version: name a version.")
     return found
 

@@ -32,7 +32,7 @@ from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from mlapp.conf import settings
-from mlapp.exceptions import InvalidInput
+from mlapp.exceptions import BadSource, InvalidInput
 from mlapp.runtimes.tensors import Signature, TensorSpec, coerce_input
 
 #: The longest key BatchPrediction stores.
@@ -41,12 +41,6 @@ MAX_KEY_LENGTH = 255
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npy": "npy", ".npz": "npz"}
 
 Opener = Callable[[], IO[bytes]]
-
-
-class BadSource(InvalidInput):
-    """The source cannot be read as a whole; nothing was queued."""
-
-    default_message = "The batch source cannot be read."
 
 
 @dataclass(frozen=True)

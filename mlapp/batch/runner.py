@@ -23,8 +23,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from mlapp.batch.readers import BadSource, Chunk, Item, QuerySetSource, Source, file_source
-from mlapp.exceptions import InvalidInput, MLAppError
+from mlapp.batch.readers import Chunk, Item, QuerySetSource, Source, file_source
+from mlapp.exceptions import BadSource, InvalidInput, MLAppError
 from mlapp.models import BatchJob, BatchPrediction, ModelVersion
 from mlapp.runtimes.tensors import Signature
 from mlapp.serving.inputs import named, validate_inputs

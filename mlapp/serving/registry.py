@@ -222,7 +222,7 @@ class Registry:
             if loaded is None:
                 if name in self._errors:
                     raise ModelNotReady(f"Model {name!r} failed to load: {self._errors[name]}")
-                raise ModelNotReady(f"Model {name!r} has no production version.")
+                raise ModelNotReady.no_production(name)
             return loaded
 
     def _pinned_version(self, name: str, number: int) -> LoadedModel:
@@ -259,6 +259,10 @@ class Registry:
             for name, error in self._errors.items():
                 result[name] = {"ready": False, "version": None, "error": error}
         return result
+
+    def error(self, name: str) -> str | None:
+        """Why the production version of ``name`` failed to load here (None: it did not)."""
+        return self._errors.get(name)
 
     def loaded(self) -> Mapping[str, LoadedModel]:
         return dict(self._production)

@@ -134,15 +134,14 @@ class InferenceService:
         if error and (version is None or (production and production.version == version)):
             return False, f"Model {name!r} failed to load: {error}"
         if version is None and production is None:
-            return False, f"Model {name!r} has no production version."
+            return False, ModelNotReady.no_production(name).message
         if version is None:
             return False, f"Model {name!r} is not loaded in this process yet."
         return False, f"Version {version} of {name!r} is not loaded in this process yet."
 
     def load_error(self, name: str) -> str | None:
         """Why the production version of ``name`` failed to load here (None: it did not)."""
-        state = self.registry.status().get(name)
-        return state["error"] if state else None
+        return self.registry.error(name)
 
     def loaded_version(self, name: str) -> int | None:
         """The production version of ``name`` this process answers with (None: none)."""
@@ -166,7 +165,7 @@ class InferenceService:
         if version is None:
             row = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
             if row is None:
-                raise ModelNotReady(f"Model {name!r} has no production version.")
+                raise ModelNotReady.no_production(name)
         else:
             row = next((v for v in stored if v.version == version), None)
             if row is None:

@@ -26,23 +26,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mlapp.exceptions import InvalidInput
+from mlapp.exceptions import InvalidInput, PayloadTooLarge
 from mlapp.runtimes.tensors import DATATYPES, Signature, TensorSpec, coerce_input
-
-
-class PayloadTooLarge(InvalidInput):
-    """The request body (or what it decompresses to) is over the configured limit."""
-
-    status_code = 413
-    default_message = "The request body is too large."
-
-
-class UnsupportedMediaType(InvalidInput):
-    """A Content-Type or Content-Encoding this API does not read."""
-
-    status_code = 415
-    default_message = "Unsupported media type."
-
 
 #: The ``Content-Encoding`` values a request may use, and zlib's window bits for each.
 ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}

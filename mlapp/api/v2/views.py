@@ -10,7 +10,6 @@ and may compress them.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,14 +23,22 @@ from rest_framework.settings import api_settings
 
 import mlapp
 from mlapp.api import permissions
+from mlapp.api.errors import render_error
 from mlapp.api.v2 import protocol
 from mlapp.api.v2.responses import encode_response
 from mlapp.conf import settings
-from mlapp.exceptions import MLAppError, ModelNotFound
+from mlapp.exceptions import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from mlapp.runtimes.tensors import Signature
 from mlapp.serving.service import service
 
-logger = logging.getLogger("mlapp.api.v2")
+#: What a 503 of the health endpoints asks clients to wait, as the error does.
+_RETRY = {"Retry-After": str(ModelNotReady.retry_after)}
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -57,17 +64,6 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _error(message: str, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
     return _json({"error": message}, status, headers)
-
-
-def _mlapp_error(exc: MLAppError) -> HttpResponse:
-    if exc.status_code >= 500:
-        logger.error("mlapp V2 error: %s", exc, exc_info=exc)
-        # A 500 never echoes internals; 503 (not ready, overloaded) says why.
-        message = exc.default_message if exc.status_code == 500 else exc.message
-    else:
-        message = exc.message
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
-    return _error(message, exc.status_code, headers)
 
 
 # -- permissions ----------------------------------------------------------------------------
@@ -142,11 +138,9 @@ def v2_view(methods: tuple[str, ...], kind: str | None) -> Callable:
                     if denied is not None:
                         return denied
                 return func(request, *args, **kwargs)
-            except MLAppError as exc:
-                return _mlapp_error(exc)
-            except Exception:
-                logger.exception("mlapp V2: unexpected error on %s", request.path)
-                return _error("Internal server error.", 500)
+            except Exception as exc:
+                answer = render_error(exc)
+                return _json(answer.body, answer.status, answer.headers or None)
 
         return view
 
@@ -177,7 +171,7 @@ def server_ready(request: HttpRequest) -> HttpResponse:
     """
     ready, reason = service.ready()
     if not ready:
-        return _json({"ready": False, "error": reason}, 503, {"Retry-After": "1"})
+        return _json({"ready": False, "error": reason}, 503, _RETRY)
     return _json({"ready": True})
 
 
@@ -218,7 +212,7 @@ def model_ready(request: HttpRequest, name: str, version: str | None = None) -> 
     ready, reason = service.model_ready(name, _version_number(name, version))
     if ready:
         return _json({"name": name, "ready": True})
-    return _json({"name": name, "ready": False, "error": reason}, 503, {"Retry-After": "1"})
+    return _json({"name": name, "ready": False, "error": reason}, 503, _RETRY)
 
 
 # -- inference -------------------------------------------------------------------------------
@@ -235,22 +229,22 @@ def _read_body(request: HttpRequest) -> bytes:
     meta = request.META
     media_type = meta.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     if media_type not in READABLE_TYPES:
-        raise protocol.UnsupportedMediaType(
+        raise UnsupportedMediaType(
             f"Content-Type {media_type!r} is not read here: send application/json, "
             "application/octet-stream (binary tensor data), or no Content-Type."
         )
     encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding not in protocol.ENCODINGS and encoding not in ("", "identity"):
-        raise protocol.UnsupportedMediaType(
+        raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not read here: use gzip, deflate or none."
         )
     limit = body_limit()
     try:
         length = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise protocol.InvalidInput("Content-Length is not a number.") from None
+        raise InvalidInput("Content-Length is not a number.") from None
     if limit is not None and length > limit:
-        raise protocol.PayloadTooLarge(
+        raise PayloadTooLarge(
             f"The request body is {length} bytes; the limit is {limit} bytes "
             "(MLAPP['V2_MAX_REQUEST_SIZE'], or DATA_UPLOAD_MAX_MEMORY_SIZE when unset)."
         )

@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from mlapp.api.native import views
+from mlapp.api.native.views import jobs as views
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.versions.lifecycle import register_version
 
@@ -276,7 +276,7 @@ def test_prediction_by_key_of_an_unknown_model_is_a_404():
 
 
 def test_enqueue_hook_refuses_an_unknown_source_and_drops_the_job(affine):
-    from mlapp.batch.readers import BadSource
+    from mlapp.exceptions import BadSource
 
     job = make_job(affine, status=BatchJob.Status.PENDING)
     with pytest.raises(BadSource, match="No batch source named 'users'"):
