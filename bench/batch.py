@@ -95,24 +95,25 @@ def sentences(n: int, folder: Path) -> tuple[Path, list[str]]:
 def raw_call(model: str, inputs) -> float:
     """The inference service over the rows, in calls of the size a job's chunk makes."""
     from mlapp.batch.runner import PART_SIZE
+    from mlapp.serving.inputs import named
     from mlapp.serving.service import service
 
-    service.predict(model, inputs[:2])  # load and warm up
+    service.predict(model, named(inputs[:2]))  # load and warm up
     started = time.perf_counter()
     for start in range(0, len(inputs), PART_SIZE):
-        service.predict(model, inputs[start : start + PART_SIZE])
+        service.predict(model, named(inputs[start : start + PART_SIZE]))
     return len(inputs) / (time.perf_counter() - started)
 
 
 def bulk_insert(model: str, rows: int, chunk: int) -> float:
     from django.db import transaction
 
-    from mlapp.batch import resolve_version
-    from mlapp.models import BatchJob, BatchPrediction
+    from mlapp.models import BatchJob, BatchPrediction, ModelVersion
+    from mlapp.serving.inputs import named
     from mlapp.serving.service import service
 
-    version = resolve_version(model)
-    sample = service.predict(model, _sample_input(model)).to_dict()["outputs"]
+    version = ModelVersion.objects.resolve(model)
+    sample = service.predict(model, named(_sample_input(model))).to_dict()["outputs"]
     job = BatchJob.objects.create(version=version, source_name="bench", status="succeeded")
     started = time.perf_counter()
     for start in range(0, rows, chunk):

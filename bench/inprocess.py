@@ -121,6 +121,7 @@ def main() -> None:
 
     from bench.cases import cases
     from mlapp.api.v2 import fastpath
+    from mlapp.serving.inputs import named
     from mlapp.serving.service import service
     from mlapp.wsgi import get_wsgi_application
 
@@ -135,7 +136,10 @@ def main() -> None:
             stub_runtime(loaded.runtime)
         kinds = {
             "raw call": (loaded.run, case.arrays),
-            "service": (lambda arrays, m=case.model: service.predict(m, arrays), case.arrays),
+            "service": (
+                lambda arrays, m=case.model: service.predict(m, named(arrays)),
+                case.arrays,
+            ),
             "V2 fast path": (wsgi_call(fast_app, path), case.bodies),
             "V2 through Django": (wsgi_call(django_app, path), case.bodies),
         }

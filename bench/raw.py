@@ -60,7 +60,7 @@ def main() -> None:
     django.setup()
     from bench.cases import cases
     from mlapp.models import ModelVersion
-    from mlapp.serving.registry import load_version
+    from mlapp.serving.loading import load_version
 
     by_model = {case.model: case for case in cases().values()}
     loaded = {}

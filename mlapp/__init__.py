@@ -25,6 +25,7 @@ def predict(name: str, inputs: Any, *, version: int | None = None) -> Prediction
     Raises subclasses of :class:`mlapp.exceptions.MLAppError` on bad input or a missing model.
     """
     # Imported here so that ``import mlapp`` works before Django's app registry is ready.
+    from mlapp.serving.inputs import named
     from mlapp.serving.service import service
 
-    return service.predict(name, inputs, version=version)
+    return service.predict(name, named(inputs), version=version)

@@ -38,7 +38,9 @@ from mlapp.exceptions import MLAppError
 from mlapp.forms import TryItForm, VersionUploadForm
 from mlapp.models import BatchJob, MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature, TensorSpec
-from mlapp.serving.registry import handler_for, registry
+from mlapp.serving.inputs import named
+from mlapp.serving.loading import load_handler
+from mlapp.serving.registry import registry
 from mlapp.serving.service import service
 from mlapp.serving.stats import request_stats
 from mlapp.versions import lifecycle as versions
@@ -91,7 +93,7 @@ def public_signature(version: ModelVersion) -> tuple[Signature, Any]:
     """What clients send and get (the handler's signature when the model has one)."""
     runtime_signature = Signature.from_dict(version.signature)
     try:
-        handler = handler_for(version.model, runtime_signature)
+        handler = load_handler(version.model, runtime_signature)
     except MLAppError:
         handler = None
     return (handler.signature() if handler else runtime_signature), handler
@@ -627,7 +629,9 @@ class ModelVersionAdmin(StageActionsMixin, admin.ModelAdmin):
                 started = time.perf_counter()
                 try:
                     prediction = service.predict(
-                        version.model.name, form.cleaned_data["body"], version=version.version
+                        version.model.name,
+                        named(form.cleaned_data["body"]),
+                        version=version.version,
                     )
                 except MLAppError as exc:
                     error = exc.message
@@ -799,15 +803,9 @@ class MLModelAdmin(StageActionsMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: MLModel | None = None) -> Any:
         return self.activity_fields if obj is not None else []
 
-    def save_model(self, request: HttpRequest, obj: MLModel, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        if change and {"handler", "serving"} & set(form.changed_data):
-            versions.model_changed(obj)
-
     def delete_model(self, request: HttpRequest, obj: MLModel) -> None:
         names = list(obj.versions.values_list("artifact", flat=True))
         super().delete_model(request, obj)
-        versions.model_changed(obj)
         _delete_files_on_commit(names)
 
     def has_delete_permission(self, request: HttpRequest, obj: MLModel | None = None) -> bool:

@@ -8,6 +8,6 @@ class MLAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Checks only: ready() runs in every manage.py command and in pytest, so it
-        # loads no model and queries no database (see mlapp.startup for loading).
-        from mlapp import checks  # noqa: F401
+        # Checks and signal receivers only: ready() runs in every manage.py command and in
+        # pytest, so it loads no model and queries no database (mlapp.startup loads).
+        from mlapp import checks, signals  # noqa: F401

@@ -9,7 +9,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from mlapp.conf import DEFAULTS, IMPORT_STRINGS, settings
-from mlapp.serving.batching import BatchingConfig
+from mlapp.serving.config import BatchingConfig
 
 _DEVICE_PREFIXES = ("cpu", "cuda", "mps")
 
@@ -207,7 +207,8 @@ def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwar
         return []
     from django.db import DatabaseError
 
-    from mlapp.models import MLModel, serving_batching
+    from mlapp.models import MLModel
+    from mlapp.serving.config import serving_batching
 
     try:
         rows = list(MLModel.objects.values_list("name", "serving"))
@@ -237,7 +238,7 @@ def check_production_artifacts(
     if not databases:
         return []
     from mlapp.models import ModelVersion
-    from mlapp.serving.registry import local_artifact
+    from mlapp.serving.loading import local_artifact
     from mlapp.versions.inspection import file_sha256
 
     errors = []

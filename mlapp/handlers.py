@@ -20,11 +20,14 @@ class BaseHandler:
     """Pass-through handler; subclass and override what your model needs.
 
     Class attributes ``inputs`` / ``outputs`` (lists of ``{"name", "datatype", "shape"}``)
-    declare the public signature; ``None`` keeps the artifact's own.
+    declare the public signature; ``None`` keeps the artifact's own. ``example`` (inputs keyed
+    by name, as JSON) is the body the admin's "try it" and the native API's predict page
+    offer; ``None`` builds one row from the public signature.
     """
 
     inputs: ClassVar[Sequence[Mapping[str, Any]] | None] = None
     outputs: ClassVar[Sequence[Mapping[str, Any]] | None] = None
+    example: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, model_name: str, runtime_signature: Signature) -> None:
         self.model_name = model_name

@@ -14,11 +14,8 @@ from django.utils.translation import gettext_lazy as _
 
 from mlapp.conf import settings
 from mlapp.jsonenc import FastJSONEncoder
-from mlapp.managers import BatchJobQuerySet
-from mlapp.serving.batching import BatchingConfig
-
-#: The keys an ``MLModel.serving`` config may hold.
-SERVING_KEYS = ("batching",)
+from mlapp.managers import BatchJobQuerySet, ChangeMarkerManager, ModelVersionQuerySet
+from mlapp.serving.config import serving_batching
 
 
 def artifact_storage():
@@ -29,40 +26,6 @@ def artifact_storage():
 def artifact_upload_to(instance: ModelVersion, filename: str) -> str:
     name = posixpath.basename(filename) or "artifact"
     return f"{settings.ARTIFACT_PREFIX}/{instance.model.name}/{instance.version}/{name}"
-
-
-def _json_type(value: object) -> str:
-    """What JSON calls the type of ``value`` (forms hand over str subclasses)."""
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "a boolean"), (str, "a string"), (list, "an array")):
-        if isinstance(value, kind):
-            return name
-    return "a number" if isinstance(value, (int, float)) else type(value).__name__
-
-
-def serving_batching(serving: object) -> BatchingConfig:
-    """The batching config a model's ``serving`` asks for, merged over ``MLAPP["BATCHING"]``.
-
-    Raises ``ValueError`` saying what is wrong. The one reading of a serving config: the
-    registry (a bad one is logged and served unbatched), :meth:`MLModel.clean` (a form error)
-    and check ``mlapp.E004`` all go through it.
-    """
-    if not isinstance(serving, dict):
-        raise ValueError(f"must be a JSON object, not {_json_type(serving)}")
-    unknown = sorted(str(key) for key in serving if key not in SERVING_KEYS)
-    if unknown:
-        raise ValueError(
-            f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(SERVING_KEYS)}"
-        )
-    override = serving.get("batching", {})
-    if not isinstance(override, dict):
-        raise ValueError(f"batching must be a JSON object, not {_json_type(override)}")
-    base = settings.BATCHING if isinstance(settings.BATCHING, dict) else {}
-    try:
-        return BatchingConfig.from_dict({**base, **override})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"batching: {exc}") from None
 
 
 class MLModel(models.Model):
@@ -119,11 +82,6 @@ class ModelVersion(models.Model):
         PRODUCTION = "production", _("production")
         ARCHIVED = "archived", _("archived")
 
-    class Format(models.TextChoices):
-        TORCHSCRIPT = "torchscript", "TorchScript"
-        TORCH_EXPORT = "torch_export", "torch.export"
-        ONNX = "onnx", "ONNX"
-
     model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
     artifact = models.FileField(
@@ -150,6 +108,8 @@ class ModelVersion(models.Model):
     stage_changed_at = models.DateTimeField(null=True, blank=True)
     #: When this version last became the production version (what roll back looks at).
     promoted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ModelVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["model", "-version"]
@@ -239,6 +199,8 @@ class ChangeMarker(models.Model):
     model_name = models.CharField(max_length=100, unique=True)
     counter = models.BigIntegerField(default=0)
     changed_at = models.DateTimeField(auto_now=True)
+
+    objects = ChangeMarkerManager()
 
     class Meta:
         verbose_name = _("change marker")

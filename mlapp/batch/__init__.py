@@ -13,8 +13,6 @@ work; ``jobs`` creates, queues and cancels jobs; Celery only schedules chunks (`
 """
 
 from mlapp.batch.jobs import (
-    BadSource,
-    QueueUnavailable,
     cancel,
     create_job,
     enqueue,
@@ -23,13 +21,10 @@ from mlapp.batch.jobs import (
     latest_prediction,
     predictions_by_key,
     prepare_job,
-    resolve_version,
     submit,
 )
 
 __all__ = [
-    "BadSource",
-    "QueueUnavailable",
     "cancel",
     "create_job",
     "enqueue",
@@ -38,6 +33,5 @@ __all__ = [
     "latest_prediction",
     "predictions_by_key",
     "prepare_job",
-    "resolve_version",
     "submit",
 ]

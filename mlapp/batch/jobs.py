@@ -29,22 +29,19 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from mlapp.batch import runner
-from mlapp.batch.sources import BadSource, Chunk, Plan, QuerySetSource, file_format, file_source
+from mlapp.batch.sources import Chunk, Plan, QuerySetSource, file_format, file_source
 from mlapp.conf import settings
-from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady
+from mlapp.exceptions import (
+    BadSource,
+    QueueUnavailable,
+)
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
+from mlapp.serving.service import service
 
 logger = logging.getLogger("mlapp.batch")
 
 #: The Celery task that runs one chunk (mlapp.tasks.run_batch_chunk).
 TASK_NAME = "mlapp.run_batch_chunk"
-
-
-class QueueUnavailable(MLAppError):
-    """The broker refused the job's chunks; the job is marked failed."""
-
-    status_code = 503
-    default_message = "The batch queue is unavailable; try again later."
 
 
 # -- where chunks run --------------------------------------------------------------------
@@ -157,25 +154,6 @@ def enqueue(job: BatchJob, plan: Plan, *, where: str | None = None) -> None:
 # -- creating jobs -----------------------------------------------------------------------
 
 
-def resolve_version(model: str | MLModel, version: int | None = None) -> ModelVersion:
-    """The version a job runs: ``version`` of ``model``, or its production version."""
-    name = model.name if isinstance(model, MLModel) else model
-    versions = ModelVersion.objects.select_related("model").filter(model__name=name)
-    if version is not None:
-        found = versions.filter(version=version).first()
-        if found is None:
-            if not MLModel.objects.filter(name=name).exists():
-                raise ModelNotFound(f"No model named {name!r}.")
-            raise ModelNotFound(f"Model {name!r} has no version {version}.")
-        return found
-    found = versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
-    if found is None:
-        if not MLModel.objects.filter(name=name).exists():
-            raise ModelNotFound(f"No model named {name!r}.")
-        raise ModelNotReady(f"Model {name!r} has no production version: name a version.")
-    return found
-
-
 @contextmanager
 def _local_file(file: Any) -> Iterator[tuple[str, str]]:
     """``(name, local path)`` of a path, an uploaded file or any file object.
@@ -220,14 +198,16 @@ def prepare_job(
 ) -> tuple[BatchJob, Plan]:
     """Plan a job over ``file`` or the registered ``source`` and store it, not yet queued.
 
-    Raises ``BadSource`` (400) naming what to fix before anything is stored.
+    Raises ``BadSource`` (400) naming what to fix, or ``ModelNotFound`` / ``ModelNotReady``
+    for a model without that version, before anything is stored.
     """
     if (file is None) == (source is None):
         raise BadSource("Give either an input file or the name of a registered source.")
     if params and source is None:
         raise BadSource("Params go with a registered source.")
-    model_version = resolve_version(model, version)
-    signature = runner.public_signature(model_version)
+    model_name = model.name if isinstance(model, MLModel) else model
+    model_version = ModelVersion.objects.resolve(model_name, version)
+    signature = service.public_signature(model_version)
     size = chunk_size or settings.BATCH_CHUNK_SIZE
     job = BatchJob(
         version=model_version,

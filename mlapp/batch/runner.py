@@ -23,12 +23,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from mlapp.batch.sources import BadSource, Chunk, Item, QuerySetSource, Source, file_source
-from mlapp.exceptions import InvalidInput, MLAppError
-from mlapp.models import BatchJob, BatchPrediction, ModelVersion
+from mlapp.batch.sources import Chunk, Item, QuerySetSource, Source, file_source
+from mlapp.exceptions import BadSource, InvalidInput, MLAppError
+from mlapp.models import BatchJob, BatchPrediction
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.registry import handler_for
-from mlapp.serving.service import service, to_json_value, validate_inputs
+from mlapp.serving.inputs import named, validate_inputs
+from mlapp.serving.service import service, to_json_value
 
 logger = logging.getLogger("mlapp.batch")
 
@@ -58,16 +58,9 @@ class ChunkOutcome:
     stopped: bool = False
 
 
-def public_signature(version: ModelVersion) -> Signature:
-    """What clients send to ``version`` (its handler's signature), without loading weights."""
-    signature = Signature.from_dict(version.signature)
-    handler = handler_for(version.model, signature)
-    return handler.signature() if handler else signature
-
-
 def open_source(job: BatchJob, signature: Signature | None = None) -> Source:
     """The source a stored job reads: its uploaded file, or its registered source."""
-    signature = signature or public_signature(job.version)
+    signature = signature or service.public_signature(job.version)
     if job.source_name:
         return QuerySetSource(job.source_name, job.source_params, signature)
     if not job.source_file:
@@ -129,12 +122,12 @@ def _run_group(
         if len(members) == 1
         else {n: np.concatenate([arrays[n] for _, arrays in members]) for n in names}
     )
-    outputs = service.predict(model, stacked, version=version).outputs
+    outputs = service.predict(model, named(stacked), version=version).outputs
     rows = sum(counts)
     if len(members) > 1 and any(o.ndim == 0 or len(o) != rows for o in outputs.values()):
         # Outputs not one row per input row cannot be split: run each item on its own.
         for key, arrays in members:
-            single = service.predict(model, arrays, version=version).outputs
+            single = service.predict(model, named(arrays), version=version).outputs
             yield key, {n: to_json_value(o) for n, o in single.items()}
         return
     start = 0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlapp.exceptions import InvalidInput
+from mlapp.exceptions import InvalidInput, UnflattenableOutputs
 
 if TYPE_CHECKING:
     from mlapp.models import BatchJob
@@ -26,12 +26,6 @@ MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"
 #: Rows read from the database at a time, and bytes gathered before a block is yielded.
 FETCH_SIZE = 2000
 BLOCK_SIZE = 64 * 1024
-
-
-class UnflattenableOutputs(InvalidInput):
-    """Items whose outputs differ in shape cannot share one CSV header."""
-
-    default_message = "These outputs differ in shape between items; download JSON Lines."
 
 
 def body(key: str, model: str, version: int, outputs: Any, error: str = "") -> dict[str, Any]:

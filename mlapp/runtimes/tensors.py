@@ -45,15 +45,6 @@ def datatype_of(array: np.ndarray) -> str:
         raise InvalidInput(f"Unsupported array dtype {array.dtype}.") from None
 
 
-def numpy_dtype(datatype: str) -> np.dtype:
-    """Return the numpy dtype for an OIP datatype name, or raise ``InvalidInput``."""
-    try:
-        return DATATYPES[datatype]
-    except KeyError:
-        known = ", ".join(DATATYPES)
-        raise InvalidInput(f"Unknown datatype {datatype!r}; expected one of {known}.") from None
-
-
 @dataclass(frozen=True)
 class TensorSpec:
     """Name, OIP datatype and shape of one tensor; ``-1`` marks a variable dimension."""
@@ -216,3 +207,22 @@ def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     raise InvalidInput(
         f"Input {spec.name!r} must be {spec.datatype}, got values of type {array.dtype}."
     )
+
+
+def sample_inputs(signature: Signature, rows: int = 1) -> dict[str, np.ndarray]:
+    """Inputs that fit ``signature``: ``rows`` rows of zeros (or a short text), -1 -> 4.
+
+    The one example builder: the validation's smoke prediction, the warm-up, the example
+    bodies of the native API and the admin's "try it" (unless the handler declares its own
+    ``example``).
+    """
+    result = {}
+    for spec in signature.inputs:
+        shape = [
+            rows if i == 0 and d == -1 else (4 if d == -1 else d) for i, d in enumerate(spec.shape)
+        ]
+        if spec.datatype == "BYTES":
+            result[spec.name] = np.full(shape, "Hello, world.", dtype=object)
+        else:
+            result[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return result

@@ -7,10 +7,9 @@ caller that arrives while a call is running queues; when the call ends, the olde
 request *leads* the next one: it takes its own rows and the compatible requests queued behind
 it (up to ``max_batch_size`` rows), makes one call, hands every other request its rows, and
 passes the lead on. So batches form by themselves while the model is busy (greedy batching,
-Triton's default), and a lone request pays no hand-off to another thread (measured: 45 µs per
-request on one core with a worker thread, more than the whole iris model; about 1 µs now).
-``max_queue_delay_ms`` > 0 makes a leader wait that long for more requests, and only when the
-previous call held several (there is concurrency to wait for).
+Triton's default), and a lone request pays no hand-off to another thread (a worker thread
+cost 45 µs per request on one core, more than the whole iris model). ``max_queue_delay_ms``
+> 0 makes a leader wait that long for more requests, when the previous call held several.
 
 Batching only where it pays: a request queues behind a running call only when the model's
 calls take at least ``min_call_ms`` (every ``SAMPLE_EVERY``-th unqueued call is a sample; the
@@ -18,9 +17,7 @@ estimate is the shortest of the latest ``SAMPLES``, as other threads can only st
 A model faster than that (iris, digits: ~40 µs a call with their handlers) runs concurrent
 requests side by side, as with batching off, without touching the batcher's lock: on one core,
 handing a request to the leader's thread and back cost ~70 µs of CPU per request as measured
-(wake-ups and the GIL), more than the call it saves.
-
-Generic over the batch callable and free of Django, like the runtimes below it.
+(wake-ups and the GIL), more than the call it saves. Free of Django, like the runtimes.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,44 +41,6 @@ logger = logging.getLogger("mlapp.serving.batching")
 
 Arrays = dict[str, np.ndarray]
 BatchFn = Callable[[Arrays], Arrays]
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """What ``MLAPP["BATCHING"]`` and a model's ``serving["batching"]`` may set."""
-
-    #: Group concurrent requests of this model into one call.
-    enabled: bool = False
-    #: Most rows in one model call; a request with more rows is cut into parts this size.
-    max_batch_size: int = 32
-    #: Extra wait for more requests once batches are forming (0: greedy).
-    max_queue_delay_ms: float = 0.0
-    #: Requests waiting beyond this are answered 503 with Retry-After (backpressure).
-    max_queue_size: int = 256
-    #: Queue behind a running call only when the model's calls take this long (0: always).
-    min_call_ms: float = 0.2
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BatchingConfig:
-        """Build from a settings dict; raise ``ValueError`` naming the first bad key."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"must be a dict, not {type(data).__name__}")
-        known = cls.__dataclass_fields__
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise ValueError(f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        config = cls(**data)
-        if not isinstance(config.enabled, bool):
-            raise ValueError("enabled must be true or false")
-        for key in ("max_batch_size", "max_queue_size"):
-            value = getattr(config, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, not {value!r}")
-        for key in ("max_queue_delay_ms", "min_call_ms"):
-            value = getattr(config, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{key} must be a number >= 0, not {value!r}")
-        return config
 
 
 @dataclass(slots=True)
@@ -96,11 +55,6 @@ class BatchStats:
     queue_waits: tuple[float, ...]
     #: Seconds the call itself took.
     compute_s: float
-
-    @property
-    def queue_wait_s(self) -> float:
-        """The longest wait of the call's requests."""
-        return max(self.queue_waits)
 
 
 #: Marks the request of an idle batcher, which runs at once without a job.

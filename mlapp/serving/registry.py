@@ -1,253 +1,47 @@
-"""The models loaded in this process, and how a version becomes a loaded model.
+"""The models loaded in this process: production versions by name, plus pinned others.
 
 The web process loads every production version at startup (``mlapp.startup``); other
 processes (Celery workers, ``run_batch``, the shell) load a model lazily, on first use,
 through the same registry. Lookups on the hot path are one dict access: no database
-query once a model is loaded.
+query once a model is loaded. How a stored version is loaded is :mod:`mlapp.serving.loading`.
 
 Hot swap: a new production version is loaded and warmed while the old one keeps answering,
 then swapped in under the lock. The old one is not closed under a running request: the
-registry drops its reference and the last request holding it releases it. Promotions made
-in other processes arrive through :mod:`mlapp.serving.watcher` (a change marker polled from a thread
-started lazily in each process, after the fork).
+registry drops its reference and the last request holding it releases it. Changes made in
+other processes arrive through the change watcher (:mod:`mlapp.serving.watcher`, a thread
+started lazily in each process, after the fork); changes made in this one through
+:data:`mlapp.signals.serving_changed`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-from django.utils.module_loading import import_string
+from django.dispatch import receiver
 
 from mlapp.conf import settings
-from mlapp.exceptions import ArtifactError, InferenceError, ModelNotFound, ModelNotReady
-from mlapp.handlers import BaseHandler
-from mlapp.runtimes.base import Runtime
-from mlapp.runtimes.tensors import Signature
+from mlapp.exceptions import ArtifactError, ModelNotFound, ModelNotReady
+from mlapp.models import MLModel, ModelVersion
 from mlapp.serving import metrics
-from mlapp.serving.batching import BatchingConfig, MicroBatcher
+from mlapp.serving.config import BatchingConfig
+from mlapp.serving.loading import LoadedModel, attach_batcher, batching_config, load_version, retire
+from mlapp.serving.watcher import ChangeWatcher
+from mlapp.signals import serving_changed
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from mlapp.models import MLModel, ModelVersion
-
-logger = logging.getLogger("mlapp.serving.registry")
-
-
-@dataclass
-class LoadedModel:
-    """One model version ready to run in this process."""
-
-    name: str
-    version: int
-    version_id: int
-    format: str
-    runtime: Runtime
-    runtime_signature: Signature
-    signature: Signature
-    handler: BaseHandler | None = None
-    #: The model's handler setting this was loaded with (a change reloads the model).
-    handler_path: str = ""
-    loaded_at: float = field(default_factory=time.time)
-    #: The batching config asked for (None: off); a change swaps the batcher.
-    batching: BatchingConfig | None = None
-    #: Groups concurrent requests into one call; None when not batched.
-    batcher: MicroBatcher | None = None
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Handler preprocess, the runtime, handler postprocess, on validated inputs."""
-        return run_model(self.runtime, self.handler, self.name, self.version, inputs)
-
-    def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
-        self.runtime.close()
-
-    def warm_up(self) -> None:
-        """Run one sample batch through the runtime, so the first request is not the slow one."""
-        from mlapp.versions.inspection import sample_inputs
-
-        started = time.perf_counter()
-        try:
-            self.runtime.run(sample_inputs(self.runtime_signature, batch=1))
-        except Exception:
-            # Validation already ran a smoke prediction; a model that cannot be warmed still
-            # serves (and its requests report their own errors).
-            logger.warning(
-                "mlapp: warm-up of %s v%s failed", self.name, self.version, exc_info=True
-            )
-            return
-        logger.info(
-            "mlapp: warmed %s v%s in %.3fs", self.name, self.version, time.perf_counter() - started
-        )
-
-
-def run_model(
-    runtime: Runtime,
-    handler: BaseHandler | None,
-    name: str,
-    version: int,
-    inputs: dict[str, np.ndarray],
-) -> dict[str, np.ndarray]:
-    """Handler preprocess, the runtime, handler postprocess (what :meth:`LoadedModel.run` does).
-
-    A function of the parts rather than a method, so that a batcher holding it does not hold
-    its :class:`LoadedModel` (a retired version is released with its last request).
-    """
-    tensors = handler.preprocess(inputs) if handler else inputs
-    try:
-        outputs = runtime.run(tensors)
-    except Exception as exc:
-        logger.exception("%s v%s failed to run", name, version)
-        raise InferenceError(f"Model {name} v{version} failed to run.") from exc
-    return handler.postprocess(outputs, inputs) if handler else outputs
-
-
-def runtime_class(fmt: str) -> type[Runtime]:
-    try:
-        path = settings.RUNTIMES[fmt]
-    except KeyError:
-        raise ArtifactError(f"No runtime is configured for format {fmt!r}.") from None
-    return import_string(path)
-
-
-def load_runtime(path: str, fmt: str, signature: Signature | None = None) -> Runtime:
-    """Load the artifact at ``path`` with the runtime of ``fmt``, bound to ``signature``."""
-    runtime = runtime_class(fmt)(settings.runtime_options())
-    runtime.load(path, device=settings.DEVICE)
-    if signature is not None:
-        runtime.bind(signature)
-    return runtime
-
-
-def handler_for(model: MLModel, runtime_signature: Signature) -> BaseHandler | None:
-    if not model.handler:
-        return None
-    try:
-        cls = import_string(model.handler)
-    except ImportError as exc:
-        raise ArtifactError(f"Handler {model.handler!r} cannot be imported: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, BaseHandler)):
-        raise ArtifactError(f"Handler {model.handler!r} is not a mlapp.handlers.BaseHandler.")
-    return cls(model.name, runtime_signature)
-
-
-@contextmanager
-def local_artifact(version: ModelVersion) -> Iterator[str]:
-    """A local file path for the version's artifact, downloading it if the storage is remote."""
-    storage = version.artifact.storage
-    try:
-        yield storage.path(version.artifact.name)
-        return
-    except NotImplementedError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix="mlapp-", suffix=os.path.splitext(version.artifact.name)[1])
-    try:
-        with os.fdopen(fd, "wb") as out, storage.open(version.artifact.name, "rb") as src:
-            shutil.copyfileobj(src, out, 1024 * 1024)
-        yield tmp
-    finally:
-        os.unlink(tmp)
-
-
-def batching_config(model: MLModel) -> BatchingConfig | None:
-    """The model's batching config (``serving["batching"]`` over ``MLAPP["BATCHING"]``).
-
-    None when batching is off for it. A bad config (reported by ``manage.py check``) is
-    logged and leaves the model unbatched: it still answers.
-    """
-    from mlapp.models import serving_batching
-
-    try:
-        config = serving_batching(model.serving)
-    except ValueError as exc:
-        logger.error("mlapp: %s is served unbatched: its serving config %s", model.name, exc)
-        return None
-    return config if config.enabled else None
-
-
-def batchable(signature: Signature) -> bool:
-    """True when every input and output has a variable first dimension (the rows)."""
-    return all(spec.shape[:1] == (-1,) for spec in (*signature.inputs, *signature.outputs))
-
-
-def attach_batcher(loaded: LoadedModel, config: BatchingConfig | None) -> LoadedModel:
-    """Give ``loaded`` a micro-batcher when ``config`` asks for one and its signature allows."""
-    loaded.batching = config
-    if config is None:
-        return loaded
-    if not batchable(loaded.signature):
-        logger.info(
-            "mlapp: %s v%s is not batched: its signature has no variable first dimension",
-            loaded.name,
-            loaded.version,
-        )
-        return loaded
-    observer = metrics.BatchObserver(loaded.name)
-    loaded.batcher = MicroBatcher(
-        functools.partial(run_model, loaded.runtime, loaded.handler, loaded.name, loaded.version),
-        max_batch_size=config.max_batch_size,
-        max_queue_delay_ms=config.max_queue_delay_ms,
-        max_queue_size=config.max_queue_size,
-        min_call_ms=config.min_call_ms,
-        name=f"{loaded.name} v{loaded.version}",
-        on_batch=observer.batch,
-        on_alone=observer.alone,
-    )
-    return loaded
-
-
-def retire(loaded: LoadedModel) -> None:
-    """A version the registry no longer hands out: stop batching it, finishing what waits.
-
-    Its runtime is not closed: a request that looked it up just before may still run on it.
-    """
-    if loaded.batcher is not None:
-        loaded.batcher.close()
-        metrics.fold_batch_counts()
-
-
-def load_version(version: ModelVersion) -> LoadedModel:
-    """Load a stored version (artifact, signature, handler) into a :class:`LoadedModel`."""
-    signature = Signature.from_dict(version.signature)
-    with local_artifact(version) as path:
-        if not os.path.exists(path):
-            raise ArtifactError(f"The artifact file of {version} is missing from storage.")
-        runtime = load_runtime(path, version.format, signature)
-    handler = handler_for(version.model, signature)
-    loaded = LoadedModel(
-        name=version.model.name,
-        version=version.version,
-        version_id=version.pk,
-        format=version.format,
-        runtime=runtime,
-        runtime_signature=signature,
-        signature=handler.signature() if handler else signature,
-        handler=handler,
-        handler_path=version.model.handler,
-    )
-    return attach_batcher(loaded, batching_config(version.model))
+logger = logging.getLogger("mlapp.serving")
 
 
 class Registry:
     """Loaded models of this process: production versions by name, plus an LRU of others."""
 
     def __init__(self) -> None:
-        from mlapp.serving.watcher import ChangeWatcher
-
         self._production: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
         self._pinned: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
@@ -256,7 +50,7 @@ class Registry:
         # concurrent reloads of one model load it once.
         self._load_locks: dict[str, threading.Lock] = {}
         self.startup_done = False
-        self.watcher = ChangeWatcher(self)
+        self.watcher = ChangeWatcher(self.serves, self._changed)
         #: The PID whose change watcher is started (a forked child starts its own).
         self._watch_pid: int | None = None
         if hasattr(os, "register_at_fork"):
@@ -279,12 +73,9 @@ class Registry:
 
         One model that fails is logged and marked not ready; the others are served.
         """
-        from mlapp.models import ModelVersion
-
         # Markers first: a promotion committed during the loading is then seen as a change.
         self.watcher.remember()
-        versions = ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION)
-        for version in versions.select_related("model"):
+        for version in ModelVersion.objects.production().select_related("model"):
             self._load_production_version(version)
         self.startup_done = True
         return dict(self._errors)
@@ -334,13 +125,7 @@ class Registry:
             return self._reload_locked(name, warm=warm)
 
     def _reload_locked(self, name: str, *, warm: bool = False) -> LoadedModel | None:
-        from mlapp.models import ModelVersion
-
-        version = (
-            ModelVersion.objects.select_related("model")
-            .filter(model__name=name, stage=ModelVersion.Stage.PRODUCTION)
-            .first()
-        )
+        version = ModelVersion.objects.of(name).production().first()
         if version is None:
             with self._lock:
                 dropped = self._production.pop(name, None)
@@ -378,6 +163,9 @@ class Registry:
             "on" if replacement.batcher is not None else "off",
         )
         return replacement
+
+    def _changed(self, name: str) -> None:
+        self.reload(name, warm=True)
 
     def serves(self, name: str) -> bool:
         """Whether a change to ``name`` concerns this process."""
@@ -422,38 +210,30 @@ class Registry:
         return self._pinned.get((name, version))
 
     def _lazy_production(self, name: str) -> LoadedModel:
-        from mlapp.models import MLModel
-
         with self._load_lock(name):
             if name in self._production:
                 return self._production[name]
             if name in self._errors and self.startup_done:
                 raise ModelNotReady(f"Model {name!r} failed to load: {self._errors[name]}")
             if not MLModel.objects.filter(name=name).exists():
-                raise ModelNotFound(f"No model named {name!r}.")
+                raise ModelNotFound.no_model(name)
             self.watcher.remember(name)
             loaded = self._reload_locked(name)
             if loaded is None:
                 if name in self._errors:
                     raise ModelNotReady(f"Model {name!r} failed to load: {self._errors[name]}")
-                raise ModelNotReady(f"Model {name!r} has no production version.")
+                raise ModelNotReady.no_production(name)
             return loaded
 
     def _pinned_version(self, name: str, number: int) -> LoadedModel:
-        from mlapp.models import ModelVersion
-
         key = (name, number)
         with self._lock:
             if key in self._pinned:
                 self._pinned.move_to_end(key)
                 return self._pinned[key]
-            version = (
-                ModelVersion.objects.select_related("model")
-                .filter(model__name=name, version=number)
-                .first()
-            )
+            version = ModelVersion.objects.of(name).filter(version=number).first()
             if version is None:
-                raise ModelNotFound(f"Model {name!r} has no version {number}.")
+                raise ModelNotFound.no_version(name, number)
             try:
                 loaded = load_version(version)
             except ArtifactError as exc:
@@ -479,6 +259,10 @@ class Registry:
             for name, error in self._errors.items():
                 result[name] = {"ready": False, "version": None, "error": error}
         return result
+
+    def error(self, name: str) -> str | None:
+        """Why the production version of ``name`` failed to load here (None: it did not)."""
+        return self._errors.get(name)
 
     def loaded(self) -> Mapping[str, LoadedModel]:
         return dict(self._production)
@@ -506,3 +290,10 @@ class Registry:
 
 #: The registry of this process.
 registry = Registry()
+
+
+@receiver(serving_changed)
+def _swap_here(sender: Any, model_name: str, **kwargs: Any) -> None:
+    """A change committed in this process: swap now rather than at the watcher's next poll."""
+    if registry.serves(model_name):
+        registry.reload(model_name, warm=True)

@@ -1,22 +1,27 @@
-"""The inference service: the one entry point every caller uses to run a model.
+"""The inference service: the data plane every front door calls.
 
-Views (native and V2), the admin's "try it", batch jobs and ``mlapp.predict`` all call
-:data:`service`, so the same input gets the same answer whichever way it came in.
+Views (native and V2), the admin, batch jobs and ``mlapp.predict`` all ask :data:`service`
+whether the server and a model are ready, what a model takes and gives, and for predictions
+(one input path: each caller supplies a decoder), so the same input gets the same answer
+whichever way it came in. The front doors import neither the registry nor the ORM to serve.
+MLServer's ``DataPlane`` and KServe's ``V2Endpoints`` have the same shape.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-from mlapp.exceptions import InvalidInput
-from mlapp.runtimes.tensors import Signature, coerce_input
+from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady
+from mlapp.models import ModelVersion
+from mlapp.runtimes.tensors import Signature, sample_inputs
 from mlapp.serving import metrics
+from mlapp.serving.inputs import Decoder, check_rows
+from mlapp.serving.loading import handler_class, load_handler
 from mlapp.serving.registry import LoadedModel, Registry, registry
 from mlapp.serving.stats import record_request
 
@@ -24,8 +29,23 @@ from mlapp.serving.stats import record_request
 PYTHON = "python"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
-#: Decodes a request body against the public signature into validated arrays.
-Decoder = Callable[[Signature], dict[str, np.ndarray]]
+#: Why a server that did not load its models at startup is not ready.
+NOT_STARTED = (
+    "Models have not been loaded in this process: the WSGI entry point must call "
+    "mlapp.startup.load_models() (mlapp.wsgi.get_wsgi_application does) with "
+    "MLAPP['LOAD_ON_STARTUP'] on."
+)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """A model (one of its versions) as clients see it."""
+
+    name: str
+    #: The versions that can be asked for by number: all but archived ones.
+    versions: list[str]
+    format: str
+    signature: Signature
 
 
 @dataclass
@@ -72,44 +92,119 @@ def _text(value: Any) -> Any:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def validate_inputs(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
-    """Check named inputs against a signature and return them as arrays.
-
-    ``inputs`` is a mapping of input name -> value; a model with one input also accepts
-    the bare value.
-    """
-    if not isinstance(inputs, Mapping):
-        if len(signature.inputs) != 1:
-            raise InvalidInput(
-                f"This model takes {len(signature.inputs)} named inputs "
-                f"({', '.join(signature.input_names)}): send an object keyed by name."
-            )
-        inputs = {signature.inputs[0].name: inputs}
-    missing = [n for n in signature.input_names if n not in inputs]
-    if missing:
-        raise InvalidInput(f"Missing input(s): {', '.join(missing)}.")
-    extra = [n for n in inputs if n not in signature.input_names]
-    if extra:
-        raise InvalidInput(
-            f"Unknown input(s): {', '.join(map(str, extra))}; "
-            f"this model takes {', '.join(signature.input_names)}."
-        )
-    arrays = {spec.name: coerce_input(spec, inputs[spec.name]) for spec in signature.inputs}
-    check_rows(arrays)
-    return arrays
-
-
-def check_rows(arrays: Mapping[str, np.ndarray]) -> None:
-    """All inputs of one request must have the same number of rows."""
-    if len(arrays) > 1 and len({a.shape[0] for a in arrays.values() if a.ndim}) > 1:
-        raise InvalidInput("All inputs must have the same number of rows (first dimension).")
-
-
 class InferenceService:
-    """Validates inputs against the signature, routes to a version, runs it, records metrics."""
+    """Readiness, metadata and predictions over the registry of this process."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+
+    # -- health ----------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> tuple[bool, str | None]:
+        """Whether startup loading ran and every production version loaded; else why not.
+
+        Names the models that failed, not why: :meth:`model_ready` says that.
+        """
+        if not self.registry.startup_done:
+            return False, NOT_STARTED
+        if not self.registry.is_ready():
+            failed = sorted(n for n, s in self.registry.status().items() if not s["ready"])
+            return False, (
+                f"Not ready: {', '.join(failed)} failed to load; "
+                "GET /v2/models/<name>/ready says why."
+            )
+        return True, None
+
+    def model_ready(self, name: str, version: int | None = None) -> tuple[bool, str | None]:
+        """Whether this process has ``name`` (or its ``version``) loaded; else why not.
+
+        A production version is loaded at startup; another version on its first request.
+        Raises :class:`ModelNotFound` for a model or version that does not exist.
+        """
+        if self.registry.peek(name, version) is not None:
+            return True, None
+        stored = self._stored(name)
+        if version is not None and not any(v.version == version for v in stored):
+            raise ModelNotFound.no_version(name, version)
+        production = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
+        error = self.load_error(name)
+        if error and (version is None or (production and production.version == version)):
+            return False, f"Model {name!r} failed to load: {error}"
+        if version is None and production is None:
+            return False, ModelNotReady.no_production(name).message
+        if version is None:
+            return False, f"Model {name!r} is not loaded in this process yet."
+        return False, f"Version {version} of {name!r} is not loaded in this process yet."
+
+    def load_error(self, name: str) -> str | None:
+        """Why the production version of ``name`` failed to load here (None: it did not)."""
+        return self.registry.error(name)
+
+    def loaded_version(self, name: str) -> int | None:
+        """The production version of ``name`` this process answers with (None: none)."""
+        loaded = self.registry.peek(name)
+        return loaded.version if loaded is not None else None
+
+    @property
+    def loads_at_startup(self) -> bool:
+        """Whether this process loaded its models at startup (else on first use)."""
+        return self.registry.startup_done
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def model_metadata(self, name: str, version: int | None = None) -> ModelMetadata:
+        """``name`` (its production version, or ``version``) as clients see it."""
+        stored = self._stored(name)
+        available = [str(v.version) for v in stored if v.stage != ModelVersion.Stage.ARCHIVED]
+        loaded = self.registry.peek(name, version)
+        if loaded is not None:
+            return ModelMetadata(name, available, loaded.format, loaded.signature)
+        if version is None:
+            row = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
+            if row is None:
+                raise ModelNotReady.no_production(name)
+        else:
+            row = next((v for v in stored if v.version == version), None)
+            if row is None:
+                raise ModelNotFound.no_version(name, version)
+        return ModelMetadata(name, available, row.format, self.public_signature(row))
+
+    def public_signature(self, version: ModelVersion) -> Signature:
+        """What clients send to and get from a stored ``version``: its handler's signature.
+
+        No weights are loaded: the handler describes itself from the stored signature.
+        Raises :class:`ModelNotReady` when the handler cannot be imported or describe itself.
+        """
+        loaded = self.registry.peek(version.model.name, version.version)
+        if loaded is not None and loaded.version_id == version.pk:
+            return loaded.signature
+        signature = Signature.from_dict(version.signature)
+        try:
+            handler = load_handler(version.model, signature)
+            return handler.signature() if handler else signature
+        except Exception as exc:
+            # The handler is the host project's code: whatever it raises, say so.
+            reason = exc.message if isinstance(exc, MLAppError) else f"{type(exc).__name__}: {exc}"
+            raise ModelNotReady(f"{version} cannot be described: {reason}") from exc
+
+    def example_inputs(self, version: ModelVersion) -> dict[str, Any]:
+        """A body ``version`` takes, as JSON: its handler's ``example``, or one built row."""
+        signature = self.public_signature(version)
+        cls = handler_class(version.model)
+        if cls is not None and cls.example is not None:
+            return dict(cls.example)
+        return {name: to_json_value(a) for name, a in sample_inputs(signature).items()}
+
+    def _stored(self, name: str) -> list[ModelVersion]:
+        versions = list(ModelVersion.objects.of(name).order_by("version"))
+        if not versions:
+            ModelVersion.objects.resolve(name)  # raises: no such model, or no version yet
+        return versions
+
+    # -- inference ---------------------------------------------------------------------------
 
     def model(self, name: str, version: int | None = None) -> LoadedModel:
         """The loaded model that would answer (raises ModelNotFound / ModelNotReady)."""
@@ -118,18 +213,18 @@ class InferenceService:
     def predict(
         self,
         name: str,
-        inputs: Any = None,
+        decode: Decoder,
         *,
         version: int | None = None,
         protocol: str = PYTHON,
-        decode: Decoder | None = None,
     ) -> Prediction:
-        """Run model ``name`` (its production version, or ``version``) on ``inputs``.
+        """Run model ``name`` (its production version, or ``version``) on a request.
 
-        ``protocol`` labels the request in the metrics (``v2``, ``native``, ``python``).
-        ``decode``, when given, replaces the validation of ``inputs``: it turns the request
-        body into arrays checked against the signature in one pass (the V2 codec does).
-        Concurrent calls meet in the version's micro-batcher when batching is on for it.
+        ``decode`` turns the request into arrays checked against the public signature of
+        the version that answers (:func:`mlapp.serving.inputs.named` for values keyed by
+        input name). ``protocol`` labels the request in the metrics (``v2``, ``native``,
+        ``python``). Concurrent calls meet in the version's micro-batcher when batching is
+        on for it.
         """
         started = time.perf_counter()
         try:
@@ -139,11 +234,8 @@ class InferenceService:
             raise
         observed = metrics.request_metrics(loaded.name, loaded.version, protocol)
         try:
-            if decode is not None:
-                arrays = decode(loaded.signature)
-                check_rows(arrays)
-            else:
-                arrays = validate_inputs(loaded.signature, inputs)
+            arrays = decode(loaded.signature)
+            check_rows(arrays)
             batcher = loaded.batcher
             if batcher is not None:
                 # The batcher records queue wait, compute time and batch size itself.

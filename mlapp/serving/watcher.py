@@ -1,13 +1,13 @@
 """Hot swap across processes: a change marker per model, polled from a background thread.
 
-Every change to what a model serves (a promotion, a roll back, a new handler) moves that
-model's counter in :class:`mlapp.models.ChangeMarker`, in the same transaction as the change
-itself. Each process that serves models runs one :class:`ChangeWatcher` thread, started lazily
-on the first lookup after the fork (keyed by PID), which reads those few rows about once a
-second (``MLAPP["POLL_INTERVAL"]``) and reloads a model whose counter
-moved: the new version is loaded and warmed while the old one keeps answering, then swapped
-in. Requests never query the database for this; the pattern is django-celery-beat's
-``PeriodicTasks`` row.
+Every change to what a model serves (a promotion, a roll back, a new handler, a new serving
+config, a deletion) moves that model's counter in :class:`mlapp.models.ChangeMarker`, in the
+same transaction as the change itself, whatever path made it (:mod:`mlapp.signals`). Each
+process that serves models runs one :class:`ChangeWatcher` thread, started lazily on the first
+lookup after the fork (keyed by PID), which reads those few rows about once a second
+(``MLAPP["POLL_INTERVAL"]``) and reloads a model whose counter moved: the new version is
+loaded and warmed while the old one keeps answering, then swapped in. Requests never query
+the database for this; the pattern is django-celery-beat's ``PeriodicTasks`` row.
 """
 
 from __future__ import annotations
@@ -16,52 +16,18 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from django.db import IntegrityError, connections, transaction
-from django.db.models import F
-from django.utils import timezone
+from django.db import connections
 
 from mlapp.conf import settings
+from mlapp.models import ChangeMarker
 from mlapp.serving import metrics
-
-if TYPE_CHECKING:
-    from mlapp.serving.registry import Registry
 
 logger = logging.getLogger("mlapp.serving.watcher")
 
 #: Seconds the first lookup of a process waits for the watcher's first poll.
 CATCH_UP_TIMEOUT = 10.0
-
-
-def bump(model_name: str) -> None:
-    """Move the change marker of ``model_name``.
-
-    Call it inside the transaction that changes what the model serves: other processes then
-    see the marker move only once the change itself is committed.
-    """
-    from mlapp.models import ChangeMarker
-
-    markers = ChangeMarker.objects.filter(model_name=model_name)
-    if markers.update(counter=F("counter") + 1, changed_at=timezone.now()):
-        return
-    try:
-        # First change of this model. A concurrent first change wins the unique
-        # constraint; this one then moves the row that the other one created.
-        with transaction.atomic():
-            ChangeMarker.objects.create(model_name=model_name, counter=1)
-    except IntegrityError:
-        markers.update(counter=F("counter") + 1, changed_at=timezone.now())
-
-
-def read_markers(model_name: str | None = None) -> dict[str, int]:
-    """``{model name: counter}`` of every model (or of one): a single indexed query."""
-    from mlapp.models import ChangeMarker
-
-    markers = ChangeMarker.objects.all()
-    if model_name is not None:
-        markers = markers.filter(model_name=model_name)
-    return dict(markers.values_list("model_name", "counter"))
 
 
 def poll_interval() -> float:
@@ -71,10 +37,15 @@ def poll_interval() -> float:
 
 
 class ChangeWatcher:
-    """Polls the change markers for one registry and reloads the models that changed."""
+    """Polls the change markers and calls back for every model whose marker moved.
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    ``concerns(name)`` says whether this process cares about a model; ``changed(name)``
+    reloads it (the registry's). The watcher knows nothing else of the registry.
+    """
+
+    def __init__(self, concerns: Callable[[str], bool], changed: Callable[[str], object]) -> None:
+        self._concerns = concerns
+        self._changed = changed
         #: The marker of every model as this process last saw it.
         self.seen: dict[str, int] = {}
         self._thread: threading.Thread | None = None
@@ -88,7 +59,7 @@ class ChangeWatcher:
 
         Called before loading, so a change made during the load is seen as a change.
         """
-        markers = read_markers(model_name)
+        markers = ChangeMarker.objects.counters(model_name)
         if model_name is None:
             self.seen = markers
         else:
@@ -101,13 +72,13 @@ class ChangeWatcher:
 
         Returns the names of the models that were reloaded (or found gone).
         """
-        markers = read_markers()
+        markers = ChangeMarker.objects.counters()
         reloaded = []
         for name, counter in markers.items():
             if self.seen.get(name) == counter:
                 continue
-            if self.registry.serves(name):
-                self.registry.reload(name, warm=True)
+            if self._concerns(name):
+                self._changed(name)
                 reloaded.append(name)
             # A load that failed is recorded by the registry (the model is not ready, the
             # old version keeps answering): it is not retried every second. A database

@@ -26,13 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from mlapp import exceptions
 from mlapp.exceptions import ArtifactError, MLAppError
 from mlapp.runtimes.base import Runtime
 from mlapp.runtimes.detect import detect_format
-from mlapp.runtimes.tensors import Signature, signatures_compatible
+from mlapp.runtimes.tensors import Signature, sample_inputs, signatures_compatible
 
 #: Longest error text taken from a validation process's output.
 _MAX_ERROR_CHARS = 600
@@ -77,20 +75,6 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: fh.read(1024 * 1024), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sample_inputs(signature: Signature, batch: int = 2) -> dict[str, np.ndarray]:
-    """Inputs that fit ``signature``: zeros (or short strings), ``batch`` rows, -1 -> 4."""
-    result = {}
-    for spec in signature.inputs:
-        shape = [
-            batch if i == 0 and d == -1 else (4 if d == -1 else d) for i, d in enumerate(spec.shape)
-        ]
-        if spec.datatype == "BYTES":
-            result[spec.name] = np.full(shape, "mlapp", dtype=object)
-        else:
-            result[spec.name] = np.zeros(shape, dtype=spec.dtype)
-    return result
 
 
 def check_size(path: str, limit: int) -> int:
@@ -148,7 +132,7 @@ def inspect_artifact(
         else:
             signature = own
         runtime.bind(signature)
-        sample = sample_inputs(signature)
+        sample = sample_inputs(signature, rows=2)
         started = time.perf_counter()
         try:
             outputs = runtime.run(sample)
@@ -190,7 +174,7 @@ def validate_artifact(
     ``timeout`` seconds (default ``MLAPP["VALIDATION_TIMEOUT"]``).
     """
     from mlapp.conf import settings
-    from mlapp.serving.registry import runtime_class
+    from mlapp.serving.loading import runtime_class
 
     check_size(path, settings.MAX_UPLOAD_SIZE)
     fmt = detect_format(path)

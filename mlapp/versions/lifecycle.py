@@ -3,10 +3,10 @@
 The admin, the management API and ``manage.py register_model`` all call these. Stage
 changes run in one transaction with the model's row locked, and the database's conditional
 unique constraint guarantees one production version per model even where the lock is a
-no-op (SQLite). Every change of the production version moves the model's change marker in
-the same transaction (``mlapp.serving.watcher``), so every process swaps within about a second; a
-change made by a user is recorded in Django's admin log (who, when, from which stage to
-which), whichever way it came in.
+no-op (SQLite). Saving the change moves the model's change marker in the same transaction
+(:mod:`mlapp.signals`), so every process swaps within about a second; a change made by a
+user is recorded in Django's admin log (who, when, from which stage to which), whichever way
+it came in.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from django.utils import timezone
 
 from mlapp.exceptions import StageError
 from mlapp.models import MLModel, ModelVersion
-from mlapp.serving import watcher as swap
 from mlapp.versions.inspection import ArtifactReport, validate_artifact
 
 logger = logging.getLogger("mlapp.versions.lifecycle")
@@ -187,7 +186,6 @@ def _make_production(version: ModelVersion, *, user: Any, action: str) -> ModelV
         version.stage_changed_at = timezone.now()
         version.promoted_at = timezone.now()
         version.save(update_fields=["stage", "stage_changed_at", "promoted_at"])
-        swap.bump(version.model.name)
         if user is not None:
             for old in replaced:
                 log_change(
@@ -195,7 +193,6 @@ def _make_production(version: ModelVersion, *, user: Any, action: str) -> ModelV
                 )
             note = f", replacing v{replaced[0].version}" if replaced else ""
             log_change(user, version, f"Stage: {previous_stage} → production ({action}{note}).")
-        transaction.on_commit(lambda: _stage_changed(version.model.name))
     logger.info("mlapp: %s %s by %s", action, version, user)
     return version
 
@@ -258,20 +255,3 @@ def log_change(user: Any, obj: Any, message: str, *, added: bool = False) -> Non
         action_flag=ADDITION if added else CHANGE,
         change_message=message,
     )
-
-
-def model_changed(model: MLModel) -> None:
-    """Tell every process to reload ``model`` (its handler or serving config changed).
-
-    Call it inside the transaction that saves the change.
-    """
-    swap.bump(model.name)
-    transaction.on_commit(lambda: _stage_changed(model.name))
-
-
-def _stage_changed(model_name: str) -> None:
-    """Swap the model in this process's registry, if this process serves it."""
-    from mlapp.serving.registry import registry
-
-    if registry.serves(model_name):
-        registry.reload(model_name, warm=True)

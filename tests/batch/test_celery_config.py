@@ -17,6 +17,7 @@ from django.test import override_settings
 
 from mlapp import batch
 from mlapp.batch.jobs import TASK_NAME
+from mlapp.exceptions import QueueUnavailable
 from mlapp.models import BatchJob
 from mlapp.tasks import run_batch_chunk
 from mlapp.versions.lifecycle import register_version
@@ -142,7 +143,7 @@ def test_a_broker_that_is_down_fails_the_job_and_answers_503(
     affine, rows, django_capture_on_commit_callbacks
 ):
     with (
-        pytest.raises(batch.QueueUnavailable) as caught,
+        pytest.raises(QueueUnavailable) as caught,
         override_settings(MLAPP={"CELERY_APP": f"{__name__}.dead_broker"}),
         django_capture_on_commit_callbacks(execute=True),
     ):

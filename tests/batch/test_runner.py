@@ -18,8 +18,7 @@ from rest_framework.test import APIClient
 
 from mlapp import batch
 from mlapp.batch import runner
-from mlapp.batch.sources import BadSource
-from mlapp.exceptions import ModelNotFound, ModelNotReady
+from mlapp.exceptions import BadSource, ModelNotFound, ModelNotReady
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.serving.service import service
@@ -349,10 +348,14 @@ def _count_calls(monkeypatch) -> list[tuple[int, str]]:
     calls = []
     original = service.predict
 
-    def counting(model, inputs, **kwargs):
-        rows = len(next(iter(inputs.values())))  # the items of one call, stacked
-        calls.append((rows, threading.current_thread().name))
-        return original(model, inputs, **kwargs)
+    def counting(model, decode, **kwargs):
+        def decoding(signature):
+            arrays = decode(signature)
+            rows = len(next(iter(arrays.values())))  # the items of one call, stacked
+            calls.append((rows, threading.current_thread().name))
+            return arrays
+
+        return original(model, decoding, **kwargs)
 
     monkeypatch.setattr(service, "predict", counting)
     return calls

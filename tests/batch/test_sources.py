@@ -7,7 +7,6 @@ import pytest
 from mlapp.batch.sources import (
     EXTENSIONS,
     FORMATS,
-    BadSource,
     Chunk,
     CSVSource,
     JSONLSource,
@@ -16,6 +15,7 @@ from mlapp.batch.sources import (
     file_format,
     file_source,
 )
+from mlapp.exceptions import BadSource
 from tests.batch.signatures import IRIS, opener, read_all
 
 

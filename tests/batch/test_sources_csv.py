@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mlapp.batch.sources import (
-    BadSource,
     CSVSource,
 )
+from mlapp.exceptions import BadSource
 from tests.batch.signatures import IRIS, TEXT, TWO_INPUTS, opener, read_all
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mlapp.batch.sources import (
-    BadSource,
     JSONLSource,
 )
+from mlapp.exceptions import BadSource
 from tests.batch.signatures import IRIS, opener, read_all
 
 

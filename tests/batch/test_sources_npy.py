@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mlapp.batch.sources import (
-    BadSource,
     NPYSource,
     NPZSource,
     file_source,
 )
+from mlapp.exceptions import BadSource
 from tests.batch.signatures import IRIS, TWO_INPUTS, read_all
 
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from mlapp.batch import writers
+from mlapp.exceptions import UnflattenableOutputs
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.versions.lifecycle import register_version
 
@@ -70,7 +71,7 @@ def test_csv_refuses_outputs_whose_shape_changes_between_items(job):
     BatchPrediction.objects.create(
         job=job, model=first.model, version=first.version, key="d", outputs={"y": [[1, 2, 3]]}
     )
-    with pytest.raises(writers.UnflattenableOutputs, match="key 'd'"):
+    with pytest.raises(UnflattenableOutputs, match="key 'd'"):
         _text(writers.iter_csv(job))
 
 

@@ -1,4 +1,7 @@
-"""What every native view shares: permissions by kind of access, errors, lookups."""
+"""What every native view shares: permissions by kind of access, errors, lookups.
+
+The lookups of a model and a version by name live here, once, for every native view.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db.models import QuerySet
 from django.http import Http404
 from rest_framework import exceptions, generics
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -21,23 +25,11 @@ from mlapp.api.errors import exception_handler
 from mlapp.api.native.pagination import MLAppPagination
 from mlapp.api.permissions import MANAGE, READ, permission_classes
 from mlapp.conf import settings
-from mlapp.exceptions import ModelNotFound
+from mlapp.exceptions import ModelNotFound, PayloadTooLarge
 from mlapp.models import MLModel, ModelVersion
 
 #: Room for the multipart framing and form fields around an uploaded file.
 FORM_OVERHEAD = 1024 * 1024
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = 413
-    default_detail = "The request body is too large."
-    default_code = "payload_too_large"
-
-
-class Conflict(exceptions.APIException):
-    status_code = 409
-    default_detail = "The request conflicts with the current state."
-    default_code = "conflict"
 
 
 class _NoFormatOverride:
@@ -108,29 +100,25 @@ class MLAppListView(MLAppViewMixin, generics.ListAPIView):
 
 def validated(serializer: Serializer) -> dict[str, Any]:
     """The serializer's validated data, or a 400 whose message names each field's problem."""
-    if not serializer.is_valid():
-        raise exceptions.ValidationError(_flatten(serializer.errors))
+    serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
 
-def _flatten(errors: Any, field: str | None = None) -> str:
-    if isinstance(errors, dict):
-        return "; ".join(
-            _flatten(v, None if k == api_settings.NON_FIELD_ERRORS_KEY else k)
-            for k, v in errors.items()
-        )
-    text = " ".join(_flatten(v) for v in errors) if isinstance(errors, list) else str(errors)
-    return f"{field}: {text}" if field else text
+def request_user(request: Request) -> Any:
+    """Who made the request, or None for an anonymous client (what ``created_by`` stores)."""
+    return request.user if request.user.is_authenticated else None
 
 
-def get_model(name: str) -> MLModel:
-    model = MLModel.objects.filter(name=name).first()
+def get_model(name: str, queryset: QuerySet[MLModel] | None = None) -> MLModel:
+    """The model named ``name`` (from ``queryset`` when given), or 404."""
+    model = (MLModel.objects if queryset is None else queryset).filter(name=name).first()
     if model is None:
-        raise ModelNotFound(f"No model named {name!r}.")
+        raise ModelNotFound.no_model(name)
     return model
 
 
 def get_version(name: str, number: int) -> ModelVersion:
+    """Version ``number`` of model ``name``, or 404 naming which of the two is missing."""
     version = (
         ModelVersion.objects.select_related("model", "parent", "created_by")
         .filter(model__name=name, version=number)
@@ -138,8 +126,13 @@ def get_version(name: str, number: int) -> ModelVersion:
     )
     if version is None:
         get_model(name)
-        raise ModelNotFound(f"Model {name!r} has no version {number}.")
+        raise ModelNotFound.no_version(name, number)
     return version
+
+
+def find_version(name: str, number: int | None) -> ModelVersion | None:
+    """Version ``number`` of ``name``, or its production version (None while it has none)."""
+    return get_model(name).production_version if number is None else get_version(name, number)
 
 
 def refuse_oversized_body(request: Request, limit: int | None = None) -> None:

@@ -1,13 +1,14 @@
-"""What this process knows about a model: ready or not and why, and what clients send."""
+"""What this process knows about a model, as the native API shows it: ready or not and why,
+and what clients send (both from the inference service)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from mlapp.exceptions import ModelNotReady
 from mlapp.models import MLModel, ModelVersion
-from mlapp.runtimes.tensors import Signature
-from mlapp.serving.registry import handler_for, registry
+from mlapp.serving.service import service
 
 logger = logging.getLogger("mlapp.api")
 
@@ -19,56 +20,37 @@ NOT_LOADED_NO_STARTUP = (
 )
 
 
-def readiness(
-    model: MLModel, production: ModelVersion | None, states: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """``{"ready", "reason", "loaded_version"}`` of ``model`` in this process.
-
-    ``states`` is ``registry.status()``, read once per request.
-    """
-    state = states.get(model.name)
-    if state is not None and state["ready"]:
-        return {"ready": True, "reason": None, "loaded_version": state["version"]}
-    if state is not None:
-        return {"ready": False, "reason": state["error"], "loaded_version": None}
-    if production is None:
-        return {"ready": False, "reason": NO_PRODUCTION, "loaded_version": None}
-    reason = NOT_LOADED if registry.startup_done else NOT_LOADED_NO_STARTUP
+def readiness(model: MLModel, production: ModelVersion | None) -> dict[str, Any]:
+    """``{"ready", "reason", "loaded_version"}`` of ``model`` in this process."""
+    loaded = service.loaded_version(model.name)
+    if loaded is not None:
+        return {"ready": True, "reason": None, "loaded_version": loaded}
+    error = service.load_error(model.name)
+    if error is not None:
+        reason = error
+    elif production is None:
+        reason = NO_PRODUCTION
+    else:
+        reason = NOT_LOADED if service.loads_at_startup else NOT_LOADED_NO_STARTUP
     return {"ready": False, "reason": reason, "loaded_version": None}
 
 
 def public_signature(version: ModelVersion) -> dict[str, Any]:
-    """The inputs and outputs clients send and get for ``version``: through its handler.
+    """What clients send to and get from ``version``, for display.
 
-    A text encoder's handler takes strings (BYTES) where the artifact takes token ids. No
-    model is loaded for this: the handler describes itself from the stored signature.
+    A version whose handler cannot describe itself is shown with its artifact's signature
+    (its readiness says why it cannot serve): a listing never fails on one model.
     """
-    model = version.model
-    loaded = registry.loaded().get(model.name)
-    if loaded is not None and loaded.version_id == version.pk:
-        return loaded.signature.to_dict()
-    if not model.handler:
-        return version.signature
     try:
-        handler = handler_for(model, Signature.from_dict(version.signature))
-        return handler.signature().to_dict() if handler else version.signature
-    except Exception:
-        # The handler is the host project's code: describe the artifact rather than fail.
-        logger.warning("mlapp: handler of %s cannot describe itself", model, exc_info=True)
+        return service.public_signature(version).to_dict()
+    except ModelNotReady as exc:
+        logger.warning("mlapp: %s", exc.message)
         return version.signature
 
 
-def example_inputs(signature: dict[str, Any]) -> dict[str, Any]:
-    """A request body that fits ``signature``: one row, zeros or a short text."""
-
-    def value(spec: dict[str, Any], dims: list[int]) -> Any:
-        if not dims:
-            return "text" if spec["datatype"] == "BYTES" else 0
-        size = dims[0] if dims[0] > 0 else 1
-        return [value(spec, dims[1:]) for _ in range(size)]
-
-    inputs = {
-        spec["name"]: value(spec, [1, *spec["shape"][1:]] if spec["shape"] else [])
-        for spec in signature.get("inputs", [])
-    }
-    return {"inputs": inputs}
+def example_request(version: ModelVersion) -> dict[str, Any] | None:
+    """A predict body ``version`` takes (None when it cannot be described)."""
+    try:
+        return {"inputs": service.example_inputs(version)}
+    except ModelNotReady:
+        return None

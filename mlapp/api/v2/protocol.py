@@ -1,6 +1,7 @@
 """The Open Inference Protocol V2 codec: JSON requests and responses, binary tensors.
 
-Requests arrive as one JSON object, optionally followed by raw tensor bytes (the binary
+This module reads requests (:mod:`mlapp.api.v2.responses` writes the answers). Requests
+arrive as one JSON object, optionally followed by raw tensor bytes (the binary
 tensor data extension that ``tritonclient.http`` uses by default): the
 ``Inference-Header-Content-Length`` header says where the JSON ends, each binary input says
 its size in ``parameters.binary_data_size``, numbers are little-endian and BYTES elements are
@@ -18,35 +19,18 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-from mlapp.exceptions import InvalidInput
-from mlapp.runtimes.tensors import DATATYPES, Signature, TensorSpec, coerce_input, datatype_of
-
-
-class PayloadTooLarge(InvalidInput):
-    """The request body (or what it decompresses to) is over the configured limit."""
-
-    status_code = 413
-    default_message = "The request body is too large."
-
-
-class UnsupportedMediaType(InvalidInput):
-    """A Content-Type or Content-Encoding this API does not read."""
-
-    status_code = 415
-    default_message = "Unsupported media type."
-
+from mlapp.exceptions import InvalidInput, PayloadTooLarge
+from mlapp.runtimes.tensors import DATATYPES, Signature, TensorSpec, coerce_input
 
 #: The ``Content-Encoding`` values a request may use, and zlib's window bits for each.
 ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-
-_NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 
 
 @dataclass(frozen=True)
@@ -373,76 +357,3 @@ def _requested_outputs(value: Any, signature: Signature) -> list[RequestedOutput
             raise InvalidInput(f"binary_data of output {name!r} must be true or false.")
         result.append(RequestedOutput(name=name, binary=binary))
     return result
-
-
-# -- response -------------------------------------------------------------------------------
-
-
-def encode_response(
-    *,
-    model_name: str,
-    model_version: str,
-    request: InferenceRequest,
-    outputs: Mapping[str, np.ndarray],
-    output_names: Sequence[str],
-) -> tuple[bytes, int | None]:
-    """The response body, and the JSON part's length when binary tensors follow it.
-
-    ``output_names`` is the signature's order, used when the request names no outputs.
-    """
-    if request.outputs is None:
-        selected = [(name, request.binary_output) for name in output_names if name in outputs]
-    else:
-        selected = [
-            (o.name, request.binary_output if o.binary is None else o.binary)
-            for o in request.outputs
-            if o.name in outputs
-        ]
-    entries = []
-    blobs: list[Any] = []
-    for name, binary in selected:
-        array = outputs[name]
-        datatype = datatype_of(array)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
-            blob = _binary_data(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = _json_data(name, array, datatype)
-        entries.append(entry)
-    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
-    if request.id is not None:
-        response["id"] = request.id
-    response["outputs"] = entries
-    header = orjson.dumps(response, option=_NUMPY_JSON)
-    if not blobs:
-        return header, None
-    return b"".join([header, *blobs]), len(header)
-
-
-def _json_data(name: str, array: np.ndarray, datatype: str) -> Any:
-    if datatype != "BYTES":
-        # orjson writes the numbers of a contiguous native array itself, in C.
-        return np.ascontiguousarray(array).reshape(-1)
-    values = array.reshape(-1).tolist()
-    try:
-        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-    except UnicodeDecodeError:
-        raise InvalidInput(
-            f"Output {name!r} holds bytes that are not UTF-8 text: ask for it with "
-            "parameters.binary_data = true."
-        ) from None
-
-
-def _binary_data(array: np.ndarray, datatype: str) -> Any:
-    if datatype == "BYTES":
-        parts = []
-        for value in array.reshape(-1).tolist():
-            raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
-            parts.append(len(raw).to_bytes(4, "little"))
-            parts.append(raw)
-        return b"".join(parts)
-    little = array.dtype.newbyteorder("<")
-    # A contiguous little-endian array is its own buffer: no copy to join it.
-    return memoryview(np.ascontiguousarray(array, dtype=little).reshape(-1)).cast("B")

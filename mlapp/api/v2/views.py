@@ -10,7 +10,6 @@ and may compress them.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,15 +23,22 @@ from rest_framework.settings import api_settings
 
 import mlapp
 from mlapp.api import permissions
+from mlapp.api.errors import render_error
 from mlapp.api.v2 import protocol
+from mlapp.api.v2.responses import encode_response
 from mlapp.conf import settings
-from mlapp.exceptions import ArtifactError, MLAppError, ModelNotFound, ModelNotReady
-from mlapp.models import MLModel, ModelVersion
+from mlapp.exceptions import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.registry import handler_for, registry
 from mlapp.serving.service import service
 
-logger = logging.getLogger("mlapp.api.v2")
+#: What a 503 of the health endpoints asks clients to wait, as the error does.
+_RETRY = {"Retry-After": str(ModelNotReady.retry_after)}
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -58,17 +64,6 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _error(message: str, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
     return _json({"error": message}, status, headers)
-
-
-def _mlapp_error(exc: MLAppError) -> HttpResponse:
-    if exc.status_code >= 500:
-        logger.error("mlapp V2 error: %s", exc, exc_info=exc)
-        # A 500 never echoes internals; 503 (not ready, overloaded) says why.
-        message = exc.default_message if exc.status_code == 500 else exc.message
-    else:
-        message = exc.message
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
-    return _error(message, exc.status_code, headers)
 
 
 # -- permissions ----------------------------------------------------------------------------
@@ -143,11 +138,9 @@ def v2_view(methods: tuple[str, ...], kind: str | None) -> Callable:
                     if denied is not None:
                         return denied
                 return func(request, *args, **kwargs)
-            except MLAppError as exc:
-                return _mlapp_error(exc)
-            except Exception:
-                logger.exception("mlapp V2: unexpected error on %s", request.path)
-                return _error("Internal server error.", 500)
+            except Exception as exc:
+                answer = render_error(exc)
+                return _json(answer.body, answer.status, answer.headers or None)
 
         return view
 
@@ -174,31 +167,11 @@ def server_live(request: HttpRequest) -> HttpResponse:
 def server_ready(request: HttpRequest) -> HttpResponse:
     """200 once startup loading ran in this process and every production version loaded.
 
-    Open to all, like liveness (probes carry no credentials); it names failed models but
-    not why they failed: the model's own ready endpoint says that.
+    Open to all, like liveness (probes carry no credentials).
     """
-    if not registry.startup_done:
-        return _json(
-            {
-                "ready": False,
-                "error": "Models have not been loaded in this process: the WSGI entry point "
-                "must call mlapp.startup.load_models() (mlapp.wsgi.get_wsgi_application does) "
-                "with MLAPP['LOAD_ON_STARTUP'] on.",
-            },
-            503,
-            {"Retry-After": "1"},
-        )
-    if not registry.is_ready():
-        failed = sorted(name for name, state in registry.status().items() if not state["ready"])
-        return _json(
-            {
-                "ready": False,
-                "error": f"Not ready: {', '.join(failed)} failed to load; "
-                "GET /v2/models/<name>/ready says why.",
-            },
-            503,
-            {"Retry-After": "1"},
-        )
+    ready, reason = service.ready()
+    if not ready:
+        return _json({"ready": False, "error": reason}, 503, _RETRY)
     return _json({"ready": True})
 
 
@@ -214,89 +187,32 @@ def _version_number(name: str, version: str | None) -> int | None:
     if version is None:
         return None
     if not (version.isascii() and version.isdigit()):
-        raise ModelNotFound(f"Model {name!r} has no version {version!r}.")
+        raise ModelNotFound.no_version(name, version)
     return int(version)
-
-
-def _stored_versions(name: str) -> list[ModelVersion]:
-    versions = list(
-        ModelVersion.objects.filter(model__name=name).select_related("model").order_by("version")
-    )
-    if not versions and not MLModel.objects.filter(name=name).exists():
-        raise ModelNotFound(f"No model named {name!r}.")
-    return versions
-
-
-def _stored_signature(version: ModelVersion) -> Signature:
-    """What clients send and get for a stored version that is not loaded here."""
-    try:
-        signature = Signature.from_dict(version.signature)
-        handler = handler_for(version.model, signature)
-    except ArtifactError as exc:
-        raise ModelNotReady(f"{version} cannot be described: {exc}") from None
-    return handler.signature() if handler else signature
-
-
-def _describe(name: str, signature: Signature, fmt: str, versions: list[str]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "versions": versions,
-        "platform": PLATFORMS.get(fmt, fmt),
-        "inputs": [spec.to_dict() for spec in signature.inputs],
-        "outputs": [spec.to_dict() for spec in signature.outputs],
-    }
 
 
 @v2_view(READ_METHODS, "READ")
 def model_metadata(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
-    """The model (its production version, or ``version``) as clients see it.
-
-    ``versions`` lists the versions that can be asked for by number: all but archived ones.
-    """
-    number = _version_number(name, version)
-    stored = _stored_versions(name)
-    available = [str(v.version) for v in stored if v.stage != ModelVersion.Stage.ARCHIVED]
-    loaded = registry.peek(name, number)
-    if loaded is not None:
-        return _json(_describe(name, loaded.signature, loaded.format, available))
-    if number is None:
-        row = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
-        if row is None:
-            raise ModelNotReady(f"Model {name!r} has no production version.")
-    else:
-        row = next((v for v in stored if v.version == number), None)
-        if row is None:
-            raise ModelNotFound(f"Model {name!r} has no version {number}.")
-    return _json(_describe(name, _stored_signature(row), row.format, available))
+    """The model (its production version, or ``version``) as clients see it."""
+    meta = service.model_metadata(name, _version_number(name, version))
+    return _json(
+        {
+            "name": meta.name,
+            "versions": meta.versions,
+            "platform": PLATFORMS.get(meta.format, meta.format),
+            "inputs": [spec.to_dict() for spec in meta.signature.inputs],
+            "outputs": [spec.to_dict() for spec in meta.signature.outputs],
+        }
+    )
 
 
 @v2_view(READ_METHODS, "READ")
 def model_ready(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
-    """200 when this process has the model (version) loaded; 503 with the reason if not.
-
-    A production version is loaded at startup; another version on its first inference.
-    """
-    number = _version_number(name, version)
-    if registry.peek(name, number) is not None:
+    """200 when this process has the model (version) loaded; 503 with the reason if not."""
+    ready, reason = service.model_ready(name, _version_number(name, version))
+    if ready:
         return _json({"name": name, "ready": True})
-    state = registry.status().get(name)
-    stored = _stored_versions(name)
-    if number is not None and not any(v.version == number for v in stored):
-        raise ModelNotFound(f"Model {name!r} has no version {number}.")
-    production = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
-    if (
-        state
-        and state["error"]
-        and (number is None or (production and production.version == number))
-    ):
-        reason = f"Model {name!r} failed to load: {state['error']}"
-    elif number is None and production is None:
-        reason = f"Model {name!r} has no production version."
-    elif number is None:
-        reason = f"Model {name!r} is not loaded in this process yet."
-    else:
-        reason = f"Version {number} of {name!r} is not loaded in this process yet."
-    return _json({"name": name, "ready": False, "error": reason}, 503, {"Retry-After": "1"})
+    return _json({"name": name, "ready": False, "error": reason}, 503, _RETRY)
 
 
 # -- inference -------------------------------------------------------------------------------
@@ -313,22 +229,22 @@ def _read_body(request: HttpRequest) -> bytes:
     meta = request.META
     media_type = meta.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     if media_type not in READABLE_TYPES:
-        raise protocol.UnsupportedMediaType(
+        raise UnsupportedMediaType(
             f"Content-Type {media_type!r} is not read here: send application/json, "
             "application/octet-stream (binary tensor data), or no Content-Type."
         )
     encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding not in protocol.ENCODINGS and encoding not in ("", "identity"):
-        raise protocol.UnsupportedMediaType(
+        raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not read here: use gzip, deflate or none."
         )
     limit = body_limit()
     try:
         length = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise protocol.InvalidInput("Content-Length is not a number.") from None
+        raise InvalidInput("Content-Length is not a number.") from None
     if limit is not None and length > limit:
-        raise protocol.PayloadTooLarge(
+        raise PayloadTooLarge(
             f"The request body is {length} bytes; the limit is {limit} bytes "
             "(MLAPP['V2_MAX_REQUEST_SIZE'], or DATA_UPLOAD_MAX_MEMORY_SIZE when unset)."
         )
@@ -361,8 +277,8 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
     decoder = _Decoder(
         _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     )
-    prediction = service.predict(name, version=number, protocol="v2", decode=decoder)
-    content, json_length = protocol.encode_response(
+    prediction = service.predict(name, decoder, version=number, protocol="v2")
+    content, json_length = encode_response(
         model_name=prediction.model,
         model_version=str(prediction.version),
         request=decoder.request,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 from mlapp.batch.sources.base import (
-    BadSource,
     Chunk,
     FileSource,
     Item,
@@ -24,6 +23,7 @@ from mlapp.batch.sources.csv import CSVSource
 from mlapp.batch.sources.jsonl import JSONLSource
 from mlapp.batch.sources.npy import NPYSource, NPZSource
 from mlapp.batch.sources.queryset import QuerySetSource
+from mlapp.exceptions import BadSource
 from mlapp.runtimes.tensors import Signature
 
 #: File extensions a batch job reads (lower case), and the source class of each.
@@ -61,7 +61,6 @@ def file_source(name: str, opener: Opener, signature: Signature, path: str | Non
 __all__ = [
     "EXTENSIONS",
     "FORMATS",
-    "BadSource",
     "CSVSource",
     "Chunk",
     "FileSource",

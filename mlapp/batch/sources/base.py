@@ -20,19 +20,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
-from mlapp.exceptions import InvalidInput
+from mlapp.exceptions import BadSource
 from mlapp.runtimes.tensors import Signature
 
 #: The longest key BatchPrediction stores.
 MAX_KEY_LENGTH = 255
 
 Opener = Callable[[], IO[bytes]]
-
-
-class BadSource(InvalidInput):
-    """The source cannot be read as a whole; nothing was queued."""
-
-    default_message = "The batch source cannot be read."
 
 
 @dataclass(frozen=True)

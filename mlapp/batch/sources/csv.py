@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 from mlapp.batch.sources.base import (
-    BadSource,
     Chunk,
     Chunker,
     FileSource,
@@ -15,7 +14,7 @@ from mlapp.batch.sources.base import (
     check_key,
 )
 from mlapp.batch.sources.rows import RowLayout
-from mlapp.exceptions import InvalidInput
+from mlapp.exceptions import BadSource, InvalidInput
 
 
 class CSVSource(FileSource):

@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 
 from mlapp.batch.sources.base import (
-    BadSource,
     Chunk,
     Chunker,
     FileSource,
@@ -16,6 +15,7 @@ from mlapp.batch.sources.base import (
     Plan,
     check_key,
 )
+from mlapp.exceptions import BadSource
 
 
 class JSONLSource(FileSource):

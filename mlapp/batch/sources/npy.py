@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 
-from mlapp.batch.sources.base import BadSource, Chunk, FileSource, Item, Plan
-from mlapp.exceptions import InvalidInput
+from mlapp.batch.sources.base import Chunk, FileSource, Item, Plan
+from mlapp.exceptions import BadSource, InvalidInput
 from mlapp.runtimes.tensors import coerce_input
 
 

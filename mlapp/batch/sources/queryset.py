@@ -8,10 +8,10 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from mlapp.batch.sources.base import BadSource, Chunk, Chunker, Item, Plan, Source
+from mlapp.batch.sources.base import Chunk, Chunker, Item, Plan, Source
 from mlapp.batch.sources.rows import RowLayout
 from mlapp.conf import settings
-from mlapp.exceptions import InvalidInput
+from mlapp.exceptions import BadSource, InvalidInput
 from mlapp.runtimes.tensors import Signature
 
 

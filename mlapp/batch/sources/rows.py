@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mlapp.batch.sources.base import BadSource
-from mlapp.exceptions import InvalidInput
+from mlapp.exceptions import BadSource, InvalidInput
 from mlapp.runtimes.tensors import Signature, TensorSpec, coerce_input
 
 

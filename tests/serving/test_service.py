@@ -9,6 +9,7 @@ import pytest
 
 import mlapp
 from mlapp.exceptions import InvalidInput
+from mlapp.serving.inputs import named
 from mlapp.serving.service import service, to_json_value
 from mlapp.versions.lifecycle import register_version
 from tests.artifacts import expected
@@ -23,7 +24,7 @@ def affine(onnx_file):
 
 def test_predict_returns_outputs_and_the_version_that_answered(affine):
     x = [[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]]
-    prediction = service.predict("affine", {"x": x})
+    prediction = service.predict("affine", named({"x": x}))
     assert prediction.model == "affine"
     assert prediction.version == 1
     np.testing.assert_allclose(prediction.outputs["y"], expected(np.array(x, np.float32)))
@@ -48,13 +49,13 @@ def test_public_predict_function_uses_the_same_service(affine):
 )
 def test_bad_inputs_raise_invalid_input_with_a_message(affine, inputs, message):
     with pytest.raises(InvalidInput, match=message):
-        service.predict("affine", inputs)
+        service.predict("affine", named(inputs))
 
 
 def test_pinned_version_answers_with_its_own_number(affine, onnx_file):
     register_version("affine", onnx_file)
-    assert service.predict("affine", [[1, 2, 3]], version=2).version == 2
-    assert service.predict("affine", [[1, 2, 3]]).version == 1
+    assert service.predict("affine", named([[1, 2, 3]]), version=2).version == 2
+    assert service.predict("affine", named([[1, 2, 3]])).version == 1
 
 
 def test_float32_outputs_become_the_shortest_decimals_of_the_same_float32():

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 ROW = {"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}
 SEEN: list[str] = []
 MIDDLEWARE = [
-    "tests.test_v2_fastpath.recording_middleware",
+    "tests.api.v2.test_fastpath.recording_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -181,7 +181,7 @@ def test_without_the_v2_routes_in_the_urlconf_there_is_no_fast_path(caplog):
     application = WSGIHandler()
     with (
         override_settings(
-            ROOT_URLCONF="tests.test_v2_fastpath", MLAPP={"V2_SKIP_MIDDLEWARE": True}
+            ROOT_URLCONF="tests.api.v2.test_fastpath", MLAPP={"V2_SKIP_MIDDLEWARE": True}
         ),
         caplog.at_level(logging.WARNING, logger="mlapp.api"),
     ):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 from django.conf import settings
 
-# The live server with the demo models loaded once for the module (see test_v2_clients).
-from tests.test_v2_clients import _clean_registry, demo_rows, server  # noqa: F401
+# The live server with the demo models loaded once for the module (see test_clients.py).
+from tests.api.v2.test_clients import _clean_registry, demo_rows, server  # noqa: F401
 
 IRIS_ROW = [5.1, 3.4, 1.5, 0.2]
 

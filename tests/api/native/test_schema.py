@@ -2,7 +2,7 @@
 
 Regenerate the golden file after an intended API change::
 
-    MLAPP_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_api_native_schema.py
+    MLAPP_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/api/native/test_schema.py
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
 
-GOLDEN = Path(__file__).parent / "golden" / "openapi.json"
+GOLDEN = Path(__file__).parents[2] / "golden" / "openapi.json"
 SCHEMA_SETTINGS = "mlapp.api.native.schema.SCHEMA_SETTINGS"
 
 

@@ -18,6 +18,7 @@ from mlapp.exceptions import InvalidInput, Overloaded
 from mlapp.handlers import BaseHandler
 from mlapp.models import MLModel
 from mlapp.serving.batching import SAMPLE_EVERY
+from mlapp.serving.inputs import named
 from mlapp.serving.registry import registry
 from mlapp.serving.service import service
 from mlapp.versions.lifecycle import promote_version, register_version
@@ -197,7 +198,7 @@ def test_full_queue_answers_503_with_retry_after_on_the_v2_api(full_queue, clien
 @pytest.mark.django_db
 def test_full_queue_raises_overloaded_in_python(full_queue):
     with pytest.raises(Overloaded):
-        service.predict("affine", [[1.0, 2.0, 3.0]])
+        service.predict("affine", named([[1.0, 2.0, 3.0]]))
 
 
 @pytest.mark.django_db

@@ -204,7 +204,7 @@ def test_forked_child_starts_with_an_idle_batcher():
 
 
 def test_batching_config_names_the_bad_key():
-    from mlapp.serving.batching import BatchingConfig
+    from mlapp.serving.config import BatchingConfig
 
     assert BatchingConfig.from_dict({}) == BatchingConfig()
     for bad, word in [

@@ -1,5 +1,5 @@
 """V2 views through Django's test client: readiness, metadata sources, permissions, limits,
-and a hot path without database queries. Real clients are in test_v2_clients.py."""
+and a hot path without database queries. Real clients are in test_clients.py."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from mlapp.conf import DEFAULTS
 from mlapp.versions.lifecycle import promote_version, register_version, rollback
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -213,3 +214,39 @@ def test_two_servers_switch_within_two_seconds_without_a_failed_request(onnx_fil
     print("switch times (server, version, seconds):", timings)
     slow = [t for t in timings if t[2] > SWITCH_LIMIT_S]
     assert slow == [], f"switches slower than {SWITCH_LIMIT_S}s: {slow} (all: {timings})"
+
+
+def test_a_handler_change_without_a_promotion_reaches_another_server(onnx_file, tmp_path):
+    """``register_version`` with a new handler and no promotion (as ``register_model
+    --handler`` and an API upload with a handler do) changes what the production version
+    answers: a server in another process follows within POLL_INTERVAL + 1 s."""
+    register_version("affine", onnx_file, promote=True)
+    port = _free_port()
+    server = Server(
+        "runserver",
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        port, _server_env(tmp_path / "var"), tmp_path / "runserver.log",
+    )  # fmt: skip
+
+    def outputs() -> list:
+        request = urllib.request.Request(
+            server.url, data=BODY, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["outputs"]
+
+    try:
+        server.wait_ready()
+        plain = outputs()
+        register_version("affine", onnx_file, handler="tests.importable.handlers.DoublingHandler")
+        committed = time.monotonic()
+        doubled = [[2 * v for v in row] for row in next(iter(plain.values()))]
+        while next(iter(outputs().values())) != doubled:
+            assert time.monotonic() - committed < 30, "the server kept the old handler"
+            time.sleep(0.05)
+        elapsed = time.monotonic() - committed
+    finally:
+        server.stop()
+    limit = DEFAULTS["POLL_INTERVAL"] + 1.0  # project.settings keeps the default
+    print(f"handler change reached the other server in {elapsed:.2f}s")
+    assert elapsed <= limit

@@ -17,13 +17,12 @@ from tritonclient.utils import serialize_byte_tensor
 
 from mlapp.api.v2.protocol import (
     InferenceRequest,
-    PayloadTooLarge,
     RequestedOutput,
     decode_request,
     decompress,
-    encode_response,
 )
-from mlapp.exceptions import InvalidInput
+from mlapp.api.v2.responses import encode_response
+from mlapp.exceptions import InvalidInput, PayloadTooLarge
 from mlapp.runtimes.tensors import Signature
 
 SIGNATURE = Signature.from_dict(

@@ -1,0 +1,1 @@
+"""Serializers of the native API, one module per resource (as its views)."""

@@ -1,0 +1,58 @@
+"""Decoders: how a caller's inputs become arrays checked against the public signature.
+
+The service runs every request through ONE path: it looks up the version that answers, then
+hands its public signature to the caller's decoder. V2 decodes its JSON and binary tensors
+(:mod:`mlapp.api.v2.protocol`); Python callers, the native API and batch jobs send values
+keyed by input name, decoded by :func:`named`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from mlapp.exceptions import InvalidInput
+from mlapp.runtimes.tensors import Signature, coerce_input
+
+#: Decodes a request against the public signature into validated arrays.
+Decoder = Callable[[Signature], dict[str, np.ndarray]]
+
+
+def named(inputs: Any) -> Decoder:
+    """The decoder of values keyed by input name (or a bare value for a one-input model)."""
+    return lambda signature: validate_inputs(signature, inputs)
+
+
+def validate_inputs(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
+    """Check named inputs against a signature and return them as arrays.
+
+    ``inputs`` is a mapping of input name -> value; a model with one input also accepts
+    the bare value.
+    """
+    if not isinstance(inputs, Mapping):
+        if len(signature.inputs) != 1:
+            raise InvalidInput(
+                f"This model takes {len(signature.inputs)} named inputs "
+                f"({', '.join(signature.input_names)}): send an object keyed by name."
+            )
+        inputs = {signature.inputs[0].name: inputs}
+    missing = [n for n in signature.input_names if n not in inputs]
+    if missing:
+        raise InvalidInput(f"Missing input(s): {', '.join(missing)}.")
+    extra = [n for n in inputs if n not in signature.input_names]
+    if extra:
+        raise InvalidInput(
+            f"Unknown input(s): {', '.join(map(str, extra))}; "
+            f"this model takes {', '.join(signature.input_names)}."
+        )
+    arrays = {spec.name: coerce_input(spec, inputs[spec.name]) for spec in signature.inputs}
+    check_rows(arrays)
+    return arrays
+
+
+def check_rows(arrays: Mapping[str, np.ndarray]) -> None:
+    """All inputs of one request must have the same number of rows."""
+    if len(arrays) > 1 and len({a.shape[0] for a in arrays.values() if a.ndim}) > 1:
+        raise InvalidInput("All inputs must have the same number of rows (first dimension).")
