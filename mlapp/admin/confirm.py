@@ -50,6 +50,10 @@ class ConfirmedAction:
     def has_permission(self, request: HttpRequest) -> bool:
         return request.user.is_active and request.user.has_perm(self.permission)
 
+    def offered(self, request: HttpRequest, selected: Sequence[Any]) -> bool:
+        """Whether a page offers this action on ``selected``: allowed, and something to do."""
+        return self.has_permission(request) and bool(self.plan(selected).targets)
+
     def plan(self, selected: Sequence[Any]) -> Plan:
         raise NotImplementedError("ConfirmedAction subclasses must implement plan()")
 

@@ -20,7 +20,6 @@ from mlapp.admin.versions import delete_files_on_commit
 from mlapp.models import BatchJob, MLModel, ModelVersion
 from mlapp.serving.registry import registry
 from mlapp.serving.stats import request_stats
-from mlapp.versions import lifecycle
 
 #: Batch jobs drawn on a model's page.
 RECENT_JOBS = 8
@@ -144,9 +143,7 @@ class MLModelAdmin(admin.ModelAdmin):
         extra = dict(extra_context or {})
         if model is not None:
             extra["can_upload"] = request.user.has_perm("mlapp.add_modelversion")
-            extra["can_rollback"] = (
-                ROLL_BACK.has_permission(request) and lifecycle.rollback_target(model) is not None
-            )
+            extra["can_rollback"] = ROLL_BACK.offered(request, [model])
         return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self) -> list:

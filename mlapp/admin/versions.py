@@ -316,14 +316,13 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         version = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if version is not None:
-            can_change = self.has_change_permission(request, version)
             extra.update(
                 {
-                    "can_promote": can_change and version.stage != ModelVersion.Stage.PRODUCTION,
-                    "can_archive": can_change and version.stage == ModelVersion.Stage.STAGING,
-                    "can_rollback": can_change
-                    and version.stage == ModelVersion.Stage.PRODUCTION
-                    and lifecycle.rollback_target(version.model) is not None,
+                    "can_promote": PROMOTE.offered(request, [version]),
+                    "can_archive": ARCHIVE.offered(request, [version]),
+                    # Offered on the production version's page only.
+                    "can_rollback": version.stage == ModelVersion.Stage.PRODUCTION
+                    and ROLL_BACK.offered(request, [version.model]),
                     "try_form": TryItForm(initial={"body": json.dumps(example_request(version))}),
                 }
             )
