@@ -1,7 +1,7 @@
 """What the admin pages show of a version: stage badges, links, metrics, tables, examples.
 
-:func:`public_signature` and :func:`example_request` are the admin's one door to what clients
-send and get; every page that shows a signature or prefills "try it" goes through them.
+What clients send and get comes from the inference service (``service.public_signature``,
+``service.example_inputs``), as for the APIs.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 from django.contrib import admin
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -20,8 +19,8 @@ from django.utils.translation import gettext_lazy as _
 from mlapp.admin import charts
 from mlapp.exceptions import MLAppError
 from mlapp.models import ModelVersion
-from mlapp.runtimes.tensors import Signature, TensorSpec
-from mlapp.serving.loading import load_handler
+from mlapp.runtimes.tensors import Signature
+from mlapp.serving.service import service
 
 #: Metrics shown first in lists, when a version has them.
 KEY_METRICS = ("accuracy", "f1", "precision", "recall", "auc", "r2", "mae", "mse", "rmse", "loss")
@@ -103,38 +102,12 @@ def confusion_matrix_of(version: ModelVersion | None) -> SafeString | str:
 # -- what clients send and get -------------------------------------------------------------
 
 
-def public_signature(version: ModelVersion) -> tuple[Signature, Any]:
-    """What clients send and get (the handler's signature when the model has one), and the
-    handler (None without one, or when it cannot be loaded: the artifact's signature then)."""
-    runtime_signature = Signature.from_dict(version.signature)
-    try:
-        handler = load_handler(version.model, runtime_signature)
-    except MLAppError:
-        handler = None
-    return (handler.signature() if handler else runtime_signature), handler
-
-
 def example_request(version: ModelVersion) -> dict[str, Any]:
-    """A valid predict body for ``version``: the handler's ``example`` if it has one,
-    otherwise one row built from the signature."""
-    signature, handler = public_signature(version)
-    example = getattr(handler, "example", None)
-    if isinstance(example, dict):
-        return {"inputs": example}
-    return {"inputs": {spec.name: _example_value(spec) for spec in signature.inputs}}
-
-
-def _example_value(spec: TensorSpec) -> Any:
-    shape = [(1 if i == 0 else 4) if d < 0 else d for i, d in enumerate(spec.shape)]
-    if spec.datatype == "BYTES":
-        fill: Any = "Hello, world."
-    elif spec.datatype == "BOOL":
-        fill = False
-    elif spec.datatype.startswith("FP"):
-        fill = 0.5
-    else:
-        fill = 0
-    return np.full(shape, fill, dtype=object).tolist() if shape else fill
+    """A predict body for ``version`` (the service's example; empty when it has none)."""
+    try:
+        return {"inputs": service.example_inputs(version)}
+    except MLAppError:
+        return {"inputs": {}}
 
 
 def signature_table(signature: Signature) -> SafeString:
@@ -161,11 +134,11 @@ def signature_table(signature: Signature) -> SafeString:
 def signatures_of(version: ModelVersion) -> SafeString | str:
     """The public signature, and the artifact's own below it when a handler changes it."""
     try:
-        signature, handler = public_signature(version)
+        signature = service.public_signature(version)
     except MLAppError as exc:
         return exc.message
     table = signature_table(signature)
-    if handler is None:
+    if not version.model.handler:
         return table
     return format_html(
         '{}<p class="help">{}</p>{}',

@@ -18,7 +18,7 @@ from mlapp.admin.display import MLAppMedia, VersionColumns, confusion_matrix_of,
 from mlapp.admin.stages import ROLL_BACK
 from mlapp.admin.versions import delete_files_on_commit
 from mlapp.models import BatchJob, MLModel, ModelVersion
-from mlapp.serving.registry import registry
+from mlapp.serving.service import service
 from mlapp.serving.stats import request_stats
 
 #: Batch jobs drawn on a model's page.
@@ -110,12 +110,13 @@ class MLModelAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("in this process"))
     def loaded_here(self, obj: MLModel) -> SafeString | str:
-        state = registry.status().get(obj.name)
-        if state is None:
+        loaded = service.loaded_version(obj.name)
+        if loaded is not None:
+            return format_html('<span class="mlapp-ok">v{} {}</span>', loaded, _("ready"))
+        error = service.load_error(obj.name)
+        if error is None:
             return _("not loaded")
-        if state["ready"]:
-            return format_html('<span class="mlapp-ok">v{} {}</span>', state["version"], _("ready"))
-        return format_html('<span class="mlapp-error">{}</span>', state["error"])
+        return format_html('<span class="mlapp-error">{}</span>', error)
 
     @admin.display(description=_("recent requests"))
     def activity(self, obj: MLModel) -> SafeString:

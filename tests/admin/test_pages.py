@@ -100,7 +100,7 @@ class AdminPagesTest(TestCase):
         response = self.version_page(self.v1)
         form = response.context["try_form"]
         body = json.loads(form.initial["body"])
-        self.assertEqual(body, {"inputs": {"input": [[0.5, 0.5, 0.5, 0.5]]}})
+        self.assertEqual(body, {"inputs": {"input": [[0.0, 0.0, 0.0, 0.0]]}})
 
     # -- try it ---------------------------------------------------------------------------
 
