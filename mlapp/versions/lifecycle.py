@@ -208,26 +208,33 @@ def rollback_target(model: MLModel) -> ModelVersion | None:
     )
 
 
+def required_rollback_target(model: MLModel) -> ModelVersion:
+    """:func:`rollback_target`, or :class:`StageError` when there is nothing to go back to."""
+    previous = rollback_target(model)
+    if previous is None:
+        raise StageError(f"Model {model.name!r} has no earlier production version to roll back to.")
+    return previous
+
+
 def rollback(model: MLModel, *, user: Any = None) -> ModelVersion:
     """Bring back the version that was in production before the current one."""
     with transaction.atomic():
         model = MLModel.objects.select_for_update().get(pk=model.pk)
-        previous = rollback_target(model)
-        if previous is None:
-            raise StageError(
-                f"Model {model.name!r} has no earlier production version to roll back to."
-            )
+        previous = required_rollback_target(model)
         return _make_production(previous, user=user, action="rolled back")
+
+
+def check_archivable(version: ModelVersion) -> None:
+    """Raise :class:`StageError` when ``version`` may not be archived (it is in production)."""
+    if version.stage == ModelVersion.Stage.PRODUCTION:
+        raise StageError(f"{version} is in production: promote another version or roll back first.")
 
 
 def archive_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:
     """Archive a staging version; a production version is replaced, never archived alone."""
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
-        if version.stage == ModelVersion.Stage.PRODUCTION:
-            raise StageError(
-                f"{version} is in production: promote another version or roll back first."
-            )
+        check_archivable(version)
         if version.stage == ModelVersion.Stage.ARCHIVED:
             return version
         previous_stage = version.stage

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.db import connections
 
 from mlapp.models import MLModel, ModelVersion
 from mlapp.serving.stats import request_stats
+from tests.admin.tiny_models import iris_file, register_iris_and_digits
 from tests.conftest import CI
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,7 +32,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 DOCS_IMG = Path(settings.BASE_DIR) / "docs" / "img"
 PASSWORD = "browser-pw"  # a throwaway test account
 
@@ -87,7 +85,7 @@ def test_browser_uploads_promotes_tries_and_rolls_back(
 
 
 def _walk_through(page, base: str, shots: Path) -> None:
-    call_command("setup_demo", "--no-admin", "--skip-minilm", stdout=StringIO())
+    register_iris_and_digits()
     get_user_model().objects.create_superuser("admin", password=PASSWORD)
     request_stats.clear()  # this process's counts: only this test's requests
     iris = MLModel.objects.get(name="iris")
@@ -105,7 +103,7 @@ def _walk_through(page, base: str, shots: Path) -> None:
     page.goto(f"{base}/admin/mlapp/mlmodel/{iris.pk}/change/")
     page.click("text=Upload a new version")
     assert page.input_value("#id_model") == str(iris.pk)
-    page.set_input_files("#id_artifact_file", str(FIXTURES / "iris/model.pt"))
+    page.set_input_files("#id_artifact_file", str(iris_file()))
     page.fill("#id_notes", "Retrained in the browser test.")
     _shot(page, shots, "1-upload")
     page.click("input[name=_save]")

@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import json
 import re
-from io import StringIO
-from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.test import SimpleTestCase, TestCase
 from django.urls import reverse
 
 import mlapp
-from mlapp import charts
-from mlapp.admin import example_request
-from mlapp.models import BatchJob, MLModel, ModelVersion
+from mlapp.admin import charts
+from mlapp.admin.display import example_request
+from mlapp.models import BatchJob, ModelVersion
 from mlapp.serving.stats import RequestStats, request_stats
-from mlapp.versions.lifecycle import register_version
-
-FIXTURES = Path(settings.BASE_DIR) / "fixtures"
+from tests.admin.tiny_models import new_iris_version, register_iris_and_digits
 
 
 class AdminPagesTest(TestCase):
     @classmethod
     def setUpTestData(cls) -> None:
-        call_command("setup_demo", "--no-admin", "--skip-minilm", stdout=StringIO())
-        cls.iris = MLModel.objects.get(name="iris")
-        cls.digits = MLModel.objects.get(name="digits")
+        cls.iris, cls.digits = register_iris_and_digits()
         cls.v1 = cls.iris.production_version
-        cls.v2 = register_version("iris", FIXTURES / "iris/model.pt", notes="candidate")
+        cls.v2 = new_iris_version(notes="candidate")
         cls.v2.parent = cls.v1
         cls.v2.save(update_fields=["parent"])
         cls.job = BatchJob.objects.create(
@@ -108,7 +100,7 @@ class AdminPagesTest(TestCase):
         response = self.version_page(self.v1)
         form = response.context["try_form"]
         body = json.loads(form.initial["body"])
-        self.assertEqual(body, {"inputs": {"input": [[0.5, 0.5, 0.5, 0.5]]}})
+        self.assertEqual(body, {"inputs": {"input": [[0.0, 0.0, 0.0, 0.0]]}})
 
     # -- try it ---------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-import mlapp.admin_batch  # noqa: F401 - registers the pages (mlapp.admin imports it too)
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.versions.lifecycle import register_version
 
@@ -74,6 +73,16 @@ def test_cancel_action_asks_first_then_cancels_only_active_jobs(admin_client, jo
     finished.refresh_from_db()
     assert (running.status, finished.status) == ("cancelled", "succeeded")
     assert running.finished_at is not None
+
+
+def test_cancel_of_finished_jobs_only_says_so_and_stays_on_the_list(admin_client, jobs):
+    _, finished = jobs
+    data = {"action": "cancel_selected", ACTION_CHECKBOX_NAME: [finished.pk]}
+    response = admin_client.post(CHANGELIST, data, follow=True)
+    assert response.redirect_chain == [(CHANGELIST, 302)]
+    assert "1 job had already finished" in response.content.decode()
+    finished.refresh_from_db()
+    assert finished.status == "succeeded"
 
 
 def test_jobs_cannot_be_added_or_edited_in_the_admin(admin_client, jobs):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from io import StringIO
 from pathlib import Path
 
 import torch
@@ -13,15 +12,14 @@ from django.conf import settings
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
 from django.test import TestCase, override_settings
 from django.urls import reverse
 
 from mlapp.models import MLModel, ModelVersion
 from mlapp.versions.inspection import file_sha256
 from tests import artifacts
+from tests.admin.tiny_models import iris_file, register_iris_and_digits
 
-FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 ADD_URL = "/admin/mlapp/modelversion/add/"
 
 
@@ -46,8 +44,7 @@ def _stored_files() -> set[Path]:
 class AdminUploadTest(TestCase):
     @classmethod
     def setUpTestData(cls) -> None:
-        call_command("setup_demo", "--no-admin", "--skip-minilm", stdout=StringIO())
-        cls.iris = MLModel.objects.get(name="iris")
+        cls.iris, _ = register_iris_and_digits()
         cls.fresh = MLModel.objects.create(name="fresh")
         cls.admin = get_user_model().objects.create_superuser("root", password="pw")
 
@@ -79,7 +76,7 @@ class AdminUploadTest(TestCase):
         self.assertEqual(response.context["adminform"].form.initial["model"], str(self.iris.pk))
 
     def test_good_upload_is_stored_in_staging_with_the_inherited_signature(self) -> None:
-        path = FIXTURES / "iris/model.pt"
+        path = iris_file()
         response = self.post(self.iris, _upload(path), notes="retrained")
         version = ModelVersion.objects.get(model=self.iris, version=2)
         self.assertRedirects(
@@ -122,7 +119,7 @@ class AdminUploadTest(TestCase):
 
     @override_settings(MLAPP={"THREADS": 1, "MAX_UPLOAD_SIZE": 1000})
     def test_file_over_the_size_limit_is_refused(self) -> None:
-        response = self.post(self.iris, _upload(FIXTURES / "iris/model.pt"))
+        response = self.post(self.iris, _upload(iris_file()))
         self.assertIn("the limit", response.context["adminform"].form.errors["artifact_file"][0])
         self.assert_nothing_stored()
 

@@ -1,28 +1,29 @@
-"""Admin pages of batch jobs: status, a progress bar, counts, errors, and a cancel action.
+"""The admin of batch jobs: status, a progress bar, counts, errors, and a cancel action.
 
 Jobs are created by the API, ``manage.py run_batch`` and the host's code, not here: the
-pages are read-only apart from cancelling, which asks for confirmation first.
+pages are read-only apart from cancelling, which asks for confirmation first
+(:mod:`.confirm`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from mlapp import batch
+from mlapp.admin.confirm import ConfirmedAction, Plan, confirm
+from mlapp.batch.runner import ACTIVE
 from mlapp.models import BatchJob
 
-ACTIVE = (BatchJob.Status.PENDING, BatchJob.Status.RUNNING)
 STATUS_COLOURS = {
     BatchJob.Status.PENDING: "#777",
     BatchJob.Status.RUNNING: "#2a6ebb",
@@ -32,6 +33,51 @@ STATUS_COLOURS = {
 }
 #: Failed items shown on a job's page.
 ITEM_ERRORS_SHOWN = 20
+
+
+class CancelJobs(ConfirmedAction):
+    """Selected: jobs. Active ones are cancelled; finished ones are left as they are."""
+
+    permission = "mlapp.change_batchjob"
+    template = "admin/mlapp/batchjob/cancel_confirmation.html"
+    title = _("Cancel batch jobs?")
+    question = _(
+        "These jobs will stop: chunks already running finish and keep their results, chunks "
+        "not yet started do nothing."
+    )
+    button = _("Yes, cancel them")
+
+    def plan(self, selected: Sequence[BatchJob]) -> Plan:
+        plan = Plan()
+        for job in selected:
+            (plan.targets if job.status in ACTIVE else plan.refused).append(job)
+        return plan
+
+    def apply(self, target: BatchJob, user: Any) -> bool:
+        return batch.cancel(target)
+
+    def done(self, count: int) -> str:
+        return ngettext(
+            "Cancelled %(count)d batch job: its chunks not yet started do nothing.",
+            "Cancelled %(count)d batch jobs: their chunks not yet started do nothing.",
+            count,
+        ) % {"count": count}
+
+    def left_alone(self, plan: Plan, unchanged: int) -> list[str]:
+        skipped = len(plan.refused) + unchanged
+        if not skipped:
+            return []
+        return [
+            ngettext(
+                "%(count)d job had already finished and was left as it was.",
+                "%(count)d jobs had already finished and were left as they were.",
+                skipped,
+            )
+            % {"count": skipped}
+        ]
+
+
+CANCEL = CancelJobs()
 
 
 class BatchJobAdmin(admin.ModelAdmin):
@@ -76,7 +122,7 @@ class BatchJobAdmin(admin.ModelAdmin):
         return False
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("mlapp.change_batchjob")
+        return CANCEL.has_permission(request)
 
     # -- columns ------------------------------------------------------------------------
 
@@ -144,52 +190,11 @@ class BatchJobAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel selected batch jobs"), permissions=["cancel"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        jobs = list(queryset.select_related("version__model"))
-        active = [job for job in jobs if job.status in ACTIVE]
-        if request.POST.get("post") == "yes":
-            cancelled = [job for job in active if batch.cancel(job)]
-            if cancelled:
-                self.message_user(
-                    request,
-                    ngettext(
-                        "Cancelled %(count)d batch job: its chunks not yet started do nothing.",
-                        "Cancelled %(count)d batch jobs: their chunks not yet started do nothing.",
-                        len(cancelled),
-                    )
-                    % {"count": len(cancelled)},
-                    messages.SUCCESS,
-                )
-            skipped = len(jobs) - len(cancelled)
-            if skipped:
-                self.message_user(
-                    request,
-                    ngettext(
-                        "%(count)d job had already finished and was left as it was.",
-                        "%(count)d jobs had already finished and were left as they were.",
-                        skipped,
-                    )
-                    % {"count": skipped},
-                    messages.WARNING,
-                )
-            return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Cancel batch jobs?"),
-            "opts": self.model._meta,
-            "active": active,
-            "finished": [job for job in jobs if job.status not in ACTIVE],
-            "selected": jobs,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "cancel_url": request.get_full_path(),
-        }
-        return TemplateResponse(request, "admin/mlapp/batchjob/cancel_confirmation.html", context)
-
-
-def register(site: admin.AdminSite = admin.site) -> None:
-    """Register the batch job pages on ``site``, replacing a plainer registration."""
-    if site.is_registered(BatchJob):
-        site.unregister(BatchJob)
-    site.register(BatchJob, BatchJobAdmin)
-
-
-register()
+        return confirm(
+            self,
+            request,
+            CANCEL,
+            list(queryset.select_related("version__model")),
+            action_name="cancel_selected",
+            cancel_url=request.get_full_path(),
+        )

@@ -3,21 +3,16 @@ versions; view-only staff can look and try; non-staff and anonymous users get no
 
 from __future__ import annotations
 
-from io import StringIO
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
 from django.test import TestCase
 from django.urls import reverse
 
-from mlapp.models import MLModel, ModelVersion
-from mlapp.versions.lifecycle import promote_version, register_version
+from mlapp.models import ModelVersion
+from mlapp.versions.lifecycle import promote_version
+from tests.admin.tiny_models import iris_file, new_iris_version, register_iris_and_digits
 
-FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 VIEW = ["view_mlmodel", "view_modelversion"]
 
 #: user name -> (is_staff, permission codenames)
@@ -32,10 +27,9 @@ USERS = {
 class AdminPermissionMatrixTest(TestCase):
     @classmethod
     def setUpTestData(cls) -> None:
-        call_command("setup_demo", "--no-admin", "--skip-minilm", stdout=StringIO())
-        cls.iris = MLModel.objects.get(name="iris")
+        cls.iris, _ = register_iris_and_digits()
         cls.v1 = cls.iris.production_version
-        cls.v2 = register_version("iris", FIXTURES / "iris/model.pt")
+        cls.v2 = new_iris_version()
         cls.users = {}
         for name, (is_staff, codenames) in USERS.items():
             user = get_user_model().objects.create_user(name, password="pw", is_staff=is_staff)
@@ -60,7 +54,7 @@ class AdminPermissionMatrixTest(TestCase):
 
     def test_upload_post_without_the_add_permission_stores_nothing(self) -> None:
         before = ModelVersion.objects.count()
-        artifact = SimpleUploadedFile("model.pt", (FIXTURES / "iris/model.pt").read_bytes())
+        artifact = SimpleUploadedFile("model.pt", iris_file().read_bytes())
         url = reverse("admin:mlapp_modelversion_add")
         data = {"model": self.iris.pk, "artifact_file": artifact}
         self.assertEqual(self.status("releaser", "post", url, data), 403)

@@ -3,14 +3,11 @@ an admin log entry per change (who, from, to), counts in the messages, and the s
 
 from __future__ import annotations
 
-from io import StringIO
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
-from django.core.management import call_command
 from django.test import TestCase
 from django.urls import reverse
 
@@ -18,8 +15,8 @@ from mlapp.models import ChangeMarker, MLModel, ModelVersion
 from mlapp.serving.registry import registry
 from mlapp.startup import load_models
 from mlapp.versions.lifecycle import promote_version, register_version
+from tests.admin.tiny_models import digits_file, new_iris_version, register_iris_and_digits
 
-FIXTURES = Path(settings.BASE_DIR) / "fixtures"
 CHANGELIST = "/admin/mlapp/modelversion/"
 
 
@@ -30,11 +27,10 @@ def _messages(response) -> list[str]:
 class StageActionsTest(TestCase):
     @classmethod
     def setUpTestData(cls) -> None:
-        call_command("setup_demo", "--no-admin", "--skip-minilm", stdout=StringIO())
-        cls.iris = MLModel.objects.get(name="iris")
+        cls.iris, digits = register_iris_and_digits()
         cls.v1 = cls.iris.production_version
-        cls.v2 = register_version("iris", FIXTURES / "iris/model.pt")
-        cls.digits_v1 = MLModel.objects.get(name="digits").production_version
+        cls.v2 = new_iris_version()
+        cls.digits_v1 = digits.production_version
         cls.admin = get_user_model().objects.create_superuser("root", password="pw")
 
     def setUp(self) -> None:
@@ -111,7 +107,7 @@ class StageActionsTest(TestCase):
         self.assertTrue(any("a model has one production version" in m for m in _messages(response)))
 
     def test_promote_of_two_models_reports_two(self) -> None:
-        digits_v2 = register_version("digits", FIXTURES / "digits/model.onnx")
+        digits_v2 = register_version("digits", digits_file())
         data = {
             "action": "promote_selected",
             "_selected_action": [self.v2.pk, digits_v2.pk],
@@ -174,7 +170,7 @@ class StageActionsTest(TestCase):
         self.assertEqual(response.status_code, 403)
 
     def test_deleting_an_archived_version_removes_its_artifact(self) -> None:
-        extra = register_version("iris", FIXTURES / "iris/model.pt")
+        extra = new_iris_version()
         path = Path(extra.artifact.path)
         self.client.post(self.url(extra, "archive"), {"post": "yes"})
         with self.captureOnCommitCallbacks(execute=True):

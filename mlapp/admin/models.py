@@ -1,0 +1,178 @@
+"""The admin of models: their versions inline, activity charts, and roll back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, Prefetch, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+
+from mlapp.admin import charts
+from mlapp.admin.confirm import confirm, confirm_view
+from mlapp.admin.display import MLAppMedia, VersionColumns, confusion_matrix_of, version_link
+from mlapp.admin.stages import ROLL_BACK
+from mlapp.admin.versions import delete_files_on_commit
+from mlapp.models import BatchJob, MLModel, ModelVersion
+from mlapp.serving.service import service
+from mlapp.serving.stats import request_stats
+
+#: Batch jobs drawn on a model's page.
+RECENT_JOBS = 8
+
+
+class ModelVersionInline(VersionColumns, admin.TabularInline):
+    model = ModelVersion
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ["-version"]
+    fields = [
+        "version",
+        "stage_display",
+        "format",
+        "size_display",
+        "sha256_short",
+        "created_by",
+        "created_at",
+        "metrics_summary",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = _("versions")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # New versions go through the upload page, which validates them.
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("created_by")
+
+
+class MLModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "task", "production", "version_count", "loaded_here", "updated_at"]
+    list_filter = [
+        "task",
+        ("versions__stage", admin.ChoicesFieldListFilter),
+        ("versions__format", admin.AllValuesFieldListFilter),
+    ]
+    search_fields = ["name", "description", "handler"]
+    inlines = [ModelVersionInline]
+    actions = ["rollback_selected"]
+    Media = MLAppMedia
+    change_form_template = "admin/mlapp/mlmodel/change_form.html"
+    activity_fields = ["loaded_here", "activity", "jobs_progress", "confusion_matrix"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        production = ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(version_count=Count("versions", distinct=True))
+            .prefetch_related(Prefetch("versions", production, to_attr="production_list"))
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: MLModel | None = None) -> Any:
+        fieldsets: list[Any] = [
+            (None, {"fields": ["name", "description", "task", "handler", "serving"]}),
+        ]
+        if obj is not None:
+            fieldsets.append((_("Activity"), {"fields": self.activity_fields}))
+        return fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: MLModel | None = None) -> Any:
+        return self.activity_fields if obj is not None else []
+
+    def delete_model(self, request: HttpRequest, obj: MLModel) -> None:
+        names = list(obj.versions.values_list("artifact", flat=True))
+        super().delete_model(request, obj)
+        delete_files_on_commit(names)
+
+    def has_delete_permission(self, request: HttpRequest, obj: MLModel | None = None) -> bool:
+        # A production version is never deleted (nor its model from under the servers).
+        if obj is not None and obj.production_version is not None:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    # -- columns ---------------------------------------------------------------------------
+
+    @admin.display(description=_("production"))
+    def production(self, obj: MLModel) -> SafeString | str:
+        current = (getattr(obj, "production_list", None) or [None])[0]
+        return version_link(current) if current is not None else "—"
+
+    @admin.display(description=_("versions"), ordering="version_count")
+    def version_count(self, obj: MLModel) -> int:
+        return obj.version_count
+
+    @admin.display(description=_("in this process"))
+    def loaded_here(self, obj: MLModel) -> SafeString | str:
+        loaded = service.loaded_version(obj.name)
+        if loaded is not None:
+            return format_html('<span class="mlapp-ok">v{} {}</span>', loaded, _("ready"))
+        error = service.load_error(obj.name)
+        if error is None:
+            return _("not loaded")
+        return format_html('<span class="mlapp-error">{}</span>', error)
+
+    @admin.display(description=_("recent requests"))
+    def activity(self, obj: MLModel) -> SafeString:
+        return charts.latency_volume_chart(request_stats.recent(obj.name))
+
+    @admin.display(description=_("batch jobs"))
+    def jobs_progress(self, obj: MLModel) -> SafeString:
+        jobs = BatchJob.objects.filter(version__model=obj).select_related("version")
+        return charts.batch_progress_chart(list(jobs.order_by("-created_at")[:RECENT_JOBS]))
+
+    @admin.display(description=_("confusion matrix (production version, at training time)"))
+    def confusion_matrix(self, obj: MLModel) -> SafeString | str:
+        return confusion_matrix_of(obj.production_version)
+
+    # -- roll back ---------------------------------------------------------------------------
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        model = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if model is not None:
+            extra["can_upload"] = request.user.has_perm("mlapp.add_modelversion")
+            extra["can_rollback"] = ROLL_BACK.offered(request, [model])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/rollback/", view(self.rollback_view), name="mlapp_model_rollback"
+            ),
+            *super().get_urls(),
+        ]
+
+    def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        model = self.get_object(request, object_id)
+        if model is None:
+            raise Http404(_("No such model."))
+        page = reverse("admin:mlapp_mlmodel_change", args=[model.pk])
+        return confirm_view(self, request, ROLL_BACK, [model], page=page)
+
+    def has_rollback_permission(self, request: HttpRequest) -> bool:
+        return ROLL_BACK.has_permission(request)
+
+    @admin.action(description=_("Roll back selected models"), permissions=["rollback"])
+    def rollback_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return confirm(
+            self,
+            request,
+            ROLL_BACK,
+            list(queryset),
+            action_name="rollback_selected",
+            cancel_url=request.get_full_path(),
+        )
