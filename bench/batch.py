@@ -108,12 +108,11 @@ def raw_call(model: str, inputs) -> float:
 def bulk_insert(model: str, rows: int, chunk: int) -> float:
     from django.db import transaction
 
-    from mlapp.batch import resolve_version
-    from mlapp.models import BatchJob, BatchPrediction
+    from mlapp.models import BatchJob, BatchPrediction, ModelVersion
     from mlapp.serving.inputs import named
     from mlapp.serving.service import service
 
-    version = resolve_version(model)
+    version = ModelVersion.objects.resolve(model)
     sample = service.predict(model, named(_sample_input(model))).to_dict()["outputs"]
     job = BatchJob.objects.create(version=version, source_name="bench", status="succeeded")
     started = time.perf_counter()
@@ -184,11 +183,9 @@ def run_job(model: str, path: Path, chunk: int) -> tuple[float, int]:
 
     started = time.perf_counter()
     job = batch.create_job(model, file=path, chunk_size=chunk)
-    while True:
-        job.refresh_from_db()
-        if job.status not in (BatchJob.Status.PENDING, BatchJob.Status.RUNNING):
-            break
+    while BatchJob.objects.active().filter(pk=job.pk).exists():
         time.sleep(0.05)
+    job.refresh_from_db()
     elapsed = time.perf_counter() - started
     if job.status != BatchJob.Status.SUCCEEDED or job.failed:
         raise SystemExit(f"job {job.pk} {job.status}: {job.error or job.failed}")

@@ -1,4 +1,4 @@
-"""Query rules that belong to the tables: finding a version, moving a change marker."""
+"""Query rules that belong to the tables: finding a version, active jobs, a change marker."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ class ModelVersionQuerySet(models.QuerySet):
         if version is not None:
             raise ModelNotFound.no_version(name, version)
         raise ModelNotReady.no_production(name)
+
+
+class BatchJobQuerySet(models.QuerySet):
+    """``BatchJob.objects``: which jobs still run and which have ended."""
+
+    def active(self) -> BatchJobQuerySet:
+        """Jobs pending or running: they may still write predictions, and can be cancelled."""
+        status = self.model.Status
+        return self.filter(status__in=(status.PENDING, status.RUNNING))
+
+    def finished(self) -> BatchJobQuerySet:
+        """Jobs that ended: succeeded, failed or cancelled."""
+        status = self.model.Status
+        return self.filter(status__in=(status.SUCCEEDED, status.FAILED, status.CANCELLED))
 
 
 class ChangeMarkerManager(models.Manager):

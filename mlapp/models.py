@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from mlapp.conf import settings
 from mlapp.jsonenc import FastJSONEncoder
-from mlapp.managers import ChangeMarkerManager, ModelVersionQuerySet
+from mlapp.managers import BatchJobQuerySet, ChangeMarkerManager, ModelVersionQuerySet
 from mlapp.serving.config import serving_batching
 
 
@@ -157,6 +157,8 @@ class BatchJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BatchJobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -13,7 +13,7 @@ from typing import Any
 from celery import shared_task
 
 from mlapp.batch import runner
-from mlapp.batch.readers import Chunk
+from mlapp.batch.sources import Chunk
 
 
 @shared_task(

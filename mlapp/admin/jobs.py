@@ -21,7 +21,6 @@ from django.utils.translation import ngettext
 
 from mlapp import batch
 from mlapp.admin.confirm import ConfirmedAction, Plan, confirm
-from mlapp.batch.runner import ACTIVE
 from mlapp.models import BatchJob
 
 STATUS_COLOURS = {
@@ -49,8 +48,13 @@ class CancelJobs(ConfirmedAction):
 
     def plan(self, selected: Sequence[BatchJob]) -> Plan:
         plan = Plan()
+        active = set(
+            BatchJob.objects.active()
+            .filter(pk__in=[job.pk for job in selected])
+            .values_list("pk", flat=True)
+        )
         for job in selected:
-            (plan.targets if job.status in ACTIVE else plan.refused).append(job)
+            (plan.targets if job.pk in active else plan.refused).append(job)
         return plan
 
     def apply(self, target: BatchJob, user: Any) -> bool:

@@ -7,9 +7,9 @@ The public functions, for views, commands and the host project's own code::
     batch.cancel(job)
     batch.latest_prediction("iris", "17")
 
-``readers`` (sources and chunking), ``runner`` (one chunk through the inference service,
-idempotent writes) and ``writers`` (JSON Lines / CSV streams) hold the work; Celery only
-schedules chunks (``mlapp.tasks``).
+``sources`` (one module per file format, and chunking), ``runner`` (one chunk through the
+inference service, idempotent writes) and ``writers`` (JSON Lines / CSV streams) hold the
+work; ``jobs`` creates, queues and cancels jobs; Celery only schedules chunks (``mlapp.tasks``).
 """
 
 from mlapp.batch.jobs import (
@@ -21,7 +21,6 @@ from mlapp.batch.jobs import (
     latest_prediction,
     predictions_by_key,
     prepare_job,
-    resolve_version,
     submit,
 )
 
@@ -34,6 +33,5 @@ __all__ = [
     "latest_prediction",
     "predictions_by_key",
     "prepare_job",
-    "resolve_version",
     "submit",
 ]

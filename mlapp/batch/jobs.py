@@ -1,9 +1,12 @@
-"""Creating, submitting and cancelling batch jobs, and where their chunks run.
+"""Creating, queueing and cancelling batch jobs, and where their chunks run.
 
-A job is planned before anything is queued: its source is read once end to end, so a bad
-file is refused with a clear error (``BadSource``, HTTP 400) and no job is kept. The chunks
-are then handed over when the transaction commits: to Celery when a broker is configured
-(one task per chunk), else to a background thread of this process running the same code.
+The one way a job is made, whoever asks (the API, ``run_batch``, the host's Python code):
+:func:`prepare_job` checks the file's format against the one table of formats
+(``mlapp.batch.sources.FORMATS``) and reads the source once end to end BEFORE anything is
+stored, so a bad file or source is refused with a clear error (``BadSource``, HTTP 400) and
+no job exists. :func:`create_job` then hands the chunks over when the transaction commits:
+to Celery when a broker is configured (one task per chunk), else to a background thread of
+this process running the same code. :func:`cancel` is the one way a job is stopped.
 """
 
 from __future__ import annotations
@@ -22,19 +25,18 @@ from typing import Any
 from django.core.files import File
 from django.db import connections, transaction
 from django.db.models import F, QuerySet
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from mlapp.batch import runner
-from mlapp.batch.readers import Chunk, Plan, QuerySetSource, file_source
+from mlapp.batch.sources import Chunk, Plan, QuerySetSource, file_format, file_source
 from mlapp.conf import settings
 from mlapp.exceptions import (
     BadSource,
-    MLAppError,
-    ModelNotFound,
-    ModelNotReady,
     QueueUnavailable,
 )
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
+from mlapp.serving.service import service
 
 logger = logging.getLogger("mlapp.batch")
 
@@ -115,7 +117,8 @@ class InProcessRunner:
 inprocess = InProcessRunner()
 
 
-def _policy() -> dict[str, Any]:
+def retry_policy() -> dict[str, Any]:
+    """How often a failing chunk runs again, and after how long (``run_job``'s keywords)."""
     return {
         "max_retries": int(settings.BATCH_MAX_RETRIES),
         "retry_delay": float(settings.BATCH_RETRY_DELAY),
@@ -141,7 +144,7 @@ def enqueue(job: BatchJob, plan: Plan, *, where: str | None = None) -> None:
     (So inside a test wrapped in a transaction nothing is sent: use a transactional test.)
     """
     where = where or executor()
-    policy = _policy()
+    policy = retry_policy()
     if where == "celery":
         transaction.on_commit(partial(_send_chunks, celery_app(), job.pk, plan.chunks, policy))
     else:
@@ -151,32 +154,20 @@ def enqueue(job: BatchJob, plan: Plan, *, where: str | None = None) -> None:
 # -- creating jobs -----------------------------------------------------------------------
 
 
-def resolve_version(model: str | MLModel, version: int | None = None) -> ModelVersion:
-    """The version a job runs: ``version`` of ``model``, or its production version."""
-    name = model.name if isinstance(model, MLModel) else model
-    versions = ModelVersion.objects.select_related("model").filter(model__name=name)
-    if version is not None:
-        found = versions.filter(version=version).first()
-        if found is None:
-            if not MLModel.objects.filter(name=name).exists():
-                raise ModelNotFound.no_model(name)
-            raise ModelNotFound.no_version(name, version)
-        return found
-    found = versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
-    if found is None:
-        if not MLModel.objects.filter(name=name).exists():
-            raise ModelNotFound.no_model(name)
-        raise ModelNotReady(f"Model {name!r} has no production version: name a version.")
-    return found
-
-
 @contextmanager
 def _local_file(file: Any) -> Iterator[tuple[str, str]]:
-    """``(name, local path)`` of a path, an uploaded file or any file object."""
+    """``(name, local path)`` of a path, an uploaded file or any file object.
+
+    A name whose extension no batch job reads is refused (``BadSource``) before anything
+    is copied.
+    """
     if isinstance(file, (str, os.PathLike)):
-        yield os.path.basename(os.fspath(file)), os.fspath(file)
+        name = os.path.basename(os.fspath(file))
+        file_format(name)
+        yield name, os.fspath(file)
         return
     name = os.path.basename(getattr(file, "name", "") or "")
+    file_format(name)
     temporary_path = getattr(file, "temporary_file_path", None)
     if temporary_path is not None:
         yield name, temporary_path()
@@ -207,14 +198,16 @@ def prepare_job(
 ) -> tuple[BatchJob, Plan]:
     """Plan a job over ``file`` or the registered ``source`` and store it, not yet queued.
 
-    Raises ``BadSource`` (400) naming what to fix before anything is stored.
+    Raises ``BadSource`` (400) naming what to fix, or ``ModelNotFound`` / ``ModelNotReady``
+    for a model without that version, before anything is stored.
     """
     if (file is None) == (source is None):
         raise BadSource("Give either an input file or the name of a registered source.")
     if params and source is None:
         raise BadSource("Params go with a registered source.")
-    model_version = resolve_version(model, version)
-    signature = runner.public_signature(model_version)
+    model_name = model.name if isinstance(model, MLModel) else model
+    model_version = ModelVersion.objects.resolve(model_name, version)
+    signature = service.public_signature(model_version)
     size = chunk_size or settings.BATCH_CHUNK_SIZE
     job = BatchJob(
         version=model_version,
@@ -249,21 +242,12 @@ def create_job(model: str | MLModel, **kwargs: Any) -> BatchJob:
 
 
 def submit(job: BatchJob, *, chunk_size: int | None = None) -> BatchJob:
-    """Plan and queue a job whose row was stored elsewhere (the API creates them so).
+    """Queue a stored job again, e.g. one an in-process runner lost to a restart.
 
-    A source that cannot be read raises ``BadSource`` (400) and the job is deleted with its
-    file: nothing is queued or kept. Submitting an unfinished job again runs what is missing
-    (keys already stored are skipped).
+    Its source is planned anew (``BadSource``, 400, if it can no longer be read: the job is
+    left as it was); keys already stored are skipped, so only what is missing runs.
     """
-    try:
-        plan = runner.open_source(job).plan(chunk_size or settings.BATCH_CHUNK_SIZE)
-    except MLAppError as exc:
-        if exc.status_code >= 500:
-            raise
-        if job.source_file:
-            job.source_file.delete(save=False)
-        job.delete()
-        raise
+    plan = runner.open_source(job).plan(chunk_size or settings.BATCH_CHUNK_SIZE)
     BatchJob.objects.filter(pk=job.pk).update(total=plan.total)
     job.total = plan.total
     enqueue(job, plan)
@@ -271,8 +255,17 @@ def submit(job: BatchJob, *, chunk_size: int | None = None) -> BatchJob:
 
 
 def cancel(job: BatchJob | int) -> bool:
-    """Cancel a pending or running job; chunks not yet started then do nothing."""
-    return runner.cancel_job(job.pk if isinstance(job, BatchJob) else job)
+    """Cancel a pending or running job: its chunks not yet started then do nothing.
+
+    One conditional UPDATE: a runner finishing the job at the same moment wins or loses
+    cleanly, never half. False when the job had already ended (or does not exist).
+    """
+    pk = job.pk if isinstance(job, BatchJob) else job
+    return bool(
+        BatchJob.objects.active()
+        .filter(pk=pk)
+        .update(status=BatchJob.Status.CANCELLED, finished_at=timezone.now())
+    )
 
 
 def predictions_by_key(model: str, key: str) -> QuerySet[BatchPrediction]:

@@ -23,17 +23,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from mlapp.batch.readers import Chunk, Item, QuerySetSource, Source, file_source
+from mlapp.batch.sources import Chunk, Item, QuerySetSource, Source, file_source
 from mlapp.exceptions import BadSource, InvalidInput, MLAppError
-from mlapp.models import BatchJob, BatchPrediction, ModelVersion
+from mlapp.models import BatchJob, BatchPrediction
 from mlapp.runtimes.tensors import Signature
 from mlapp.serving.inputs import named, validate_inputs
-from mlapp.serving.loading import load_handler
 from mlapp.serving.service import service, to_json_value
 
 logger = logging.getLogger("mlapp.batch")
 
-ACTIVE = (BatchJob.Status.PENDING, BatchJob.Status.RUNNING)
 #: Rows inserted per INSERT statement.
 INSERT_BATCH = 1000
 #: A chunk runs in parts: while one part's results are written, the model computes the
@@ -60,16 +58,9 @@ class ChunkOutcome:
     stopped: bool = False
 
 
-def public_signature(version: ModelVersion) -> Signature:
-    """What clients send to ``version`` (its handler's signature), without loading weights."""
-    signature = Signature.from_dict(version.signature)
-    handler = load_handler(version.model, signature)
-    return handler.signature() if handler else signature
-
-
 def open_source(job: BatchJob, signature: Signature | None = None) -> Source:
     """The source a stored job reads: its uploaded file, or its registered source."""
-    signature = signature or public_signature(job.version)
+    signature = signature or service.public_signature(job.version)
     if job.source_name:
         return QuerySetSource(job.source_name, job.source_params, signature)
     if not job.source_file:
@@ -198,18 +189,9 @@ def fail_job(job_id: int, message: str) -> bool:
     """Stop an active job as failed with ``message``; False if it had already stopped."""
     logger.error("mlapp: batch job %s failed: %s", job_id, message)
     return bool(
-        BatchJob.objects.filter(pk=job_id, status__in=ACTIVE).update(
-            status=BatchJob.Status.FAILED, error=message[:10_000], finished_at=timezone.now()
-        )
-    )
-
-
-def cancel_job(job_id: int) -> bool:
-    """Cancel an active job: its chunks not yet started do nothing. False if it had stopped."""
-    return bool(
-        BatchJob.objects.filter(pk=job_id, status__in=ACTIVE).update(
-            status=BatchJob.Status.CANCELLED, finished_at=timezone.now()
-        )
+        BatchJob.objects.active()
+        .filter(pk=job_id)
+        .update(status=BatchJob.Status.FAILED, error=message[:10_000], finished_at=timezone.now())
     )
 
 
@@ -284,8 +266,8 @@ def run_chunk(job_id: int, chunk: Chunk, *, skip_stored: bool = True) -> ChunkOu
     again does not run the model again; a caller that knows this is the chunk's first run
     spares that query. Either way the write stores each key once.
     """
-    job = BatchJob.objects.select_related("version__model").filter(pk=job_id).first()
-    if job is None or job.status not in ACTIVE:
+    job = BatchJob.objects.active().select_related("version__model").filter(pk=job_id).first()
+    if job is None:
         return ChunkOutcome(stopped=True)
     mark_running(job_id)
     items = open_source(job).read(chunk)

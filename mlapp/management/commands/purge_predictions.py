@@ -16,8 +16,6 @@ from django.utils import timezone
 
 from mlapp.models import BatchJob, BatchPrediction
 
-FINISHED = (BatchJob.Status.SUCCEEDED, BatchJob.Status.FAILED, BatchJob.Status.CANCELLED)
-
 
 class Command(BaseCommand):
     help = "Delete finished batch jobs older than --days, with their predictions and files."
@@ -37,7 +35,7 @@ class Command(BaseCommand):
         if options["days"] < 0:
             raise CommandError("--days must be >= 0.")
         cutoff = timezone.now() - timedelta(days=options["days"])
-        old = BatchJob.objects.filter(status__in=FINISHED, finished_at__lt=cutoff)
+        old = BatchJob.objects.finished().filter(finished_at__lt=cutoff)
         if not options["include_latest"]:
             latest = (
                 BatchJob.objects.filter(status=BatchJob.Status.SUCCEEDED)

@@ -16,8 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from mlapp.batch import jobs, runner, writers
-from mlapp.batch.readers import Plan
-from mlapp.conf import settings
+from mlapp.batch.sources import Plan
 from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob
 from mlapp.serving.service import service
@@ -157,21 +156,19 @@ class Command(BaseCommand):
         runner.run_job(
             job.pk,
             plan.chunks,
-            max_retries=int(settings.BATCH_MAX_RETRIES),
-            retry_delay=float(settings.BATCH_RETRY_DELAY),
+            **jobs.retry_policy(),
             progress=lambda outcome: bar.update(outcome.written + outcome.failed),
         )
 
     @staticmethod
     def _follow(job: BatchJob, bar: tqdm) -> None:
         """Feed the bar from the job's counters while Celery workers run it."""
-        active = {BatchJob.Status.PENDING, BatchJob.Status.RUNNING}
         while True:
-            status, done, failed = (
-                BatchJob.objects.filter(pk=job.pk).values_list("status", "done", "failed").get()
-            )
+            # The status first: the counters read after a job ended are its final ones.
+            active = BatchJob.objects.active().filter(pk=job.pk).exists()
+            done, failed = BatchJob.objects.filter(pk=job.pk).values_list("done", "failed").get()
             bar.update(done + failed - bar.n)
-            if status not in active:
+            if not active:
                 return
             time.sleep(POLL_INTERVAL)
 

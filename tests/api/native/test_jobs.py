@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -11,13 +13,38 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from mlapp.api.native.views import jobs as views
+from mlapp.batch import jobs
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.versions.lifecycle import register_version
 
 pytestmark = pytest.mark.django_db
 
 CSV = b"key,x0,x1,x2\na,1,2,3\nb,0,0,0\n"
+#: The same two rows in every other format a batch job reads.
+JSONL = b'{"key": "a", "inputs": [[1, 2, 3]]}\n{"key": "b", "inputs": [[0, 0, 0]]}\n'
+SOURCES = {
+    "active-users": {
+        "queryset": f"{__name__}.users_since",
+        "inputs": {"x": ["id", "id", "id"]},
+        "key": "username",
+    }
+}
+
+
+def users_since(since: str):
+    return get_user_model().objects.filter(date_joined__date__gte=since)
+
+
+def npy_bytes() -> bytes:
+    out = io.BytesIO()
+    np.save(out, np.array([[1, 2, 3], [0, 0, 0]], np.float32))
+    return out.getvalue()
+
+
+def npz_bytes() -> bytes:
+    out = io.BytesIO()
+    np.savez(out, x=np.array([[1, 2, 3], [0, 0, 0]], np.float32))
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -40,9 +67,9 @@ def affine(onnx_file):
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    jobs: list[BatchJob] = []
-    monkeypatch.setattr(views, "enqueue_job", jobs.append)
-    return jobs
+    queued: list[BatchJob] = []
+    monkeypatch.setattr(jobs, "enqueue", lambda job, plan: queued.append(job))
+    return queued
 
 
 def csv_file(name="rows.csv", content=CSV):
@@ -64,7 +91,7 @@ def test_create_job_from_an_uploaded_file_is_pending(client, staff, affine, enqu
     assert (body["model"], body["version"], body["status"]) == ("affine", 1, "pending")
     assert body["source_file"].endswith(".csv")
     assert body["created_by"] == "ops"
-    assert (body["total"], body["done"], body["failed"], body["progress"]) == (0, 0, 0, None)
+    assert (body["total"], body["done"], body["failed"], body["progress"]) == (2, 0, 0, 0.0)
     assert response["Location"] == body["url"]
     job = BatchJob.objects.get(pk=body["id"])
     assert job.source_file.read() == CSV
@@ -82,11 +109,12 @@ def test_create_job_on_a_pinned_version(client, affine, enqueued):
 
 
 def test_create_job_from_a_registered_source(client, affine, enqueued):
-    response = client.post(
-        "/api/mlapp/jobs/",
-        {"model": "affine", "source": "active-users", "params": {"since": "2024-01-01"}},
-        format="json",
-    )
+    with override_settings(MLAPP={"THREADS": 1, "BATCH_SOURCES": SOURCES}):
+        response = client.post(
+            "/api/mlapp/jobs/",
+            {"model": "affine", "source": "active-users", "params": {"since": "2024-01-01"}},
+            format="json",
+        )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["source_file"] is None
@@ -122,16 +150,25 @@ def test_create_job_refuses_files_it_cannot_read(client, affine, enqueued, name)
         "/api/mlapp/jobs/", {"model": "affine", "file": csv_file(name)}, format="multipart"
     )
     assert response.status_code == 400
-    assert ".csv, .jsonl, .npy, .npz" in response.json()["error"]
+    assert ".csv, .jsonl, .ndjson, .npy, .npz" in response.json()["error"]
     assert not BatchJob.objects.exists()
 
 
-@pytest.mark.parametrize("name", ["rows.jsonl", "rows.npy", "rows.NPZ"])
-def test_create_job_takes_jsonl_npy_and_npz(client, affine, enqueued, name):
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("rows.jsonl", JSONL),
+        ("rows.ndjson", JSONL),
+        ("rows.npy", npy_bytes()),
+        ("rows.NPZ", npz_bytes()),
+    ],
+)
+def test_create_job_takes_jsonl_ndjson_npy_and_npz(client, affine, enqueued, name, content):
     response = client.post(
-        "/api/mlapp/jobs/", {"model": "affine", "file": csv_file(name)}, format="multipart"
+        "/api/mlapp/jobs/", {"model": "affine", "file": csv_file(name, content)}, format="multipart"
     )
     assert response.status_code == 201, response.content
+    assert response.json()["total"] == 2
 
 
 def test_create_job_over_the_size_limit_is_a_413(client, affine, enqueued):
@@ -273,12 +310,3 @@ def test_prediction_by_key_of_an_unknown_model_is_a_404():
     response = APIClient().get("/api/mlapp/models/nope/predictions/k")
     assert response.status_code == 404
     assert response.json() == {"error": "No model named 'nope'."}
-
-
-def test_enqueue_hook_refuses_an_unknown_source_and_drops_the_job(affine):
-    from mlapp.exceptions import BadSource
-
-    job = make_job(affine, status=BatchJob.Status.PENDING)
-    with pytest.raises(BadSource, match="No batch source named 'users'"):
-        views.enqueue_job(job)
-    assert not BatchJob.objects.filter(pk=job.pk).exists()

@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.files.uploadedfile import UploadedFile
 from rest_framework import serializers
 
 from mlapp.api.native.base import get_model, get_version
 from mlapp.api.native.serializers.common import JSONObjectField, absolute_url
+from mlapp.batch.sources import EXTENSIONS
 from mlapp.exceptions import ModelNotFound
 from mlapp.models import BatchJob, BatchPrediction
-
-#: File types a batch job reads.
-BATCH_EXTENSIONS = (".csv", ".jsonl", ".npy", ".npz")
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -74,9 +71,7 @@ class JobCreateSerializer(serializers.Serializer):
     version = serializers.IntegerField(
         required=False, min_value=1, help_text="Version to run; default: production."
     )
-    file = serializers.FileField(
-        required=False, help_text=f"Input file: {', '.join(BATCH_EXTENSIONS)}."
-    )
+    file = serializers.FileField(required=False, help_text=f"Input file: {', '.join(EXTENSIONS)}.")
     source = serializers.RegexField(
         r"^[\w.-]+$",
         max_length=100,
@@ -84,14 +79,6 @@ class JobCreateSerializer(serializers.Serializer):
         help_text="Name of a registered source (e.g. an ORM queryset) instead of a file.",
     )
     params = JSONObjectField(required=False, help_text="Parameters of the registered source.")
-
-    def validate_file(self, value: UploadedFile) -> UploadedFile:
-        if not value.name.lower().endswith(BATCH_EXTENSIONS):
-            raise serializers.ValidationError(
-                f"{value.name!r} is not a file a batch job reads: use "
-                f"{', '.join(BATCH_EXTENSIONS)}."
-            )
-        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("file" in attrs) == ("source" in attrs):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -14,6 +13,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from mlapp import batch
 from mlapp.api.native import schema_docs as docs
 from mlapp.api.native.base import (
     MLAppGenericView,
@@ -32,16 +32,6 @@ from mlapp.api.native.serializers.jobs import (
 from mlapp.api.permissions import MANAGE
 from mlapp.exceptions import Conflict, NotFound
 from mlapp.models import BatchJob, BatchPrediction
-
-
-def enqueue_job(job: BatchJob) -> None:
-    """Plan a newly created batch job and queue it (Celery on commit, or a thread).
-
-    A source that cannot be read raises ``BadSource`` (400); the job and its file are gone.
-    """
-    from mlapp.batch import submit
-
-    submit(job)
 
 
 @extend_schema_view(
@@ -80,16 +70,16 @@ class JobListView(MLAppListView):
         data = validated(JobCreateSerializer(data=request.data))
         if "file" in data:
             check_file_size(data["file"].size)
-        job = BatchJob(
-            version=data["model_version"],
-            source_name=data.get("source", ""),
-            source_params=data.get("params", {}),
+        # The one job-creation path: the file or source is checked before anything is stored.
+        version = data["model_version"]
+        job = batch.create_job(
+            version.model.name,
+            version=version.version,
+            file=data.get("file"),
+            source=data.get("source"),
+            params=data.get("params"),
             created_by=request_user(request),
         )
-        if "file" in data:
-            job.source_file.save(data["file"].name, data["file"], save=False)
-        job.save()
-        enqueue_job(job)
         body = JobSerializer(
             self.get_queryset().get(pk=job.pk), context=self.get_serializer_context()
         ).data
@@ -124,16 +114,10 @@ class JobCancelView(MLAppGenericView):
 
     read_access = write_access = MANAGE
     serializer_class = JobSerializer
-    ACTIVE = (BatchJob.Status.PENDING, BatchJob.Status.RUNNING)
 
     def post(self, request: Request, pk: int) -> Response:
         job = _get_job(pk)
-        # One conditional UPDATE: a runner finishing the job at the same moment wins or loses
-        # cleanly, never half.
-        changed = BatchJob.objects.filter(pk=pk, status__in=self.ACTIVE).update(
-            status=BatchJob.Status.CANCELLED, finished_at=timezone.now()
-        )
-        if not changed:
+        if not batch.cancel(job):
             raise Conflict(f"Batch job {pk} is {job.status}: only a pending or running job stops.")
         return Response(self.get_serializer(_get_job(pk)).data)
 

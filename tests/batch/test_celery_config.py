@@ -57,14 +57,14 @@ def test_the_chunk_task_is_acknowledged_late_and_requeued_when_its_worker_dies()
 @pytest.mark.parametrize(
     ("mlapp", "executor"),
     [
-        ({"CELERY_APP": "tests.test_celery_config.with_broker"}, "celery"),
-        ({"CELERY_APP": "tests.test_celery_config.without_broker"}, "thread"),
+        ({"CELERY_APP": f"{__name__}.with_broker"}, "celery"),
+        ({"CELERY_APP": f"{__name__}.without_broker"}, "thread"),
         (
-            {"CELERY_APP": "tests.test_celery_config.with_broker", "BATCH_EXECUTOR": "thread"},
+            {"CELERY_APP": f"{__name__}.with_broker", "BATCH_EXECUTOR": "thread"},
             "thread",
         ),
         (
-            {"CELERY_APP": "tests.test_celery_config.without_broker", "BATCH_EXECUTOR": "celery"},
+            {"CELERY_APP": f"{__name__}.without_broker", "BATCH_EXECUTOR": "celery"},
             "celery",
         ),
     ],
@@ -120,7 +120,7 @@ def test_one_message_per_chunk_is_sent_when_the_transaction_commits(
 ):
     with_broker.sent.clear()
     mlapp = {
-        "CELERY_APP": "tests.test_celery_config.with_broker",
+        "CELERY_APP": f"{__name__}.with_broker",
         "BATCH_MAX_RETRIES": 2,
         "BATCH_RETRY_DELAY": 0.5,
     }
@@ -144,7 +144,7 @@ def test_a_broker_that_is_down_fails_the_job_and_answers_503(
 ):
     with (
         pytest.raises(QueueUnavailable) as caught,
-        override_settings(MLAPP={"CELERY_APP": "tests.test_celery_config.dead_broker"}),
+        override_settings(MLAPP={"CELERY_APP": f"{__name__}.dead_broker"}),
         django_capture_on_commit_callbacks(execute=True),
     ):
         batch.create_job("affine", file=rows)

@@ -155,7 +155,7 @@ def test_failed_items_exit_3_and_their_errors_are_written(affine, tmp_path):
 
 
 def test_a_failed_job_exits_4_with_its_error(affine, rows):
-    affine.model.handler = "tests.test_run_batch.BrokenHandler"
+    affine.model.handler = "tests.batch.test_run_batch.BrokenHandler"
     affine.model.save()
     out = StringIO()
     with (

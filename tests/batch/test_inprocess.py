@@ -37,7 +37,7 @@ def affine(onnx_file):
     return register_version(
         "affine",
         onnx_file,
-        handler="tests.test_batch_inprocess.ThreadRecordingHandler",
+        handler="tests.batch.test_inprocess.ThreadRecordingHandler",
         promote=True,
     )
 

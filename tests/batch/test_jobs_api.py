@@ -1,4 +1,4 @@
-"""The batch routes of the native API driven by ``mlapp.batch.submit`` (the create hook).
+"""The batch routes of the native API, which create jobs through ``mlapp.batch.create_job``.
 
 A stub Celery app records the chunks the API queues; the test then runs them the way a
 worker would, so every step is deterministic.
@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from mlapp import batch
-from mlapp.api.native.views import jobs as views
 from mlapp.batch import runner
-from mlapp.batch.readers import Chunk
+from mlapp.batch.sources import Chunk
 from mlapp.models import BatchJob
 from mlapp.versions.lifecycle import register_version
 
@@ -44,14 +44,12 @@ recorder = Recorder()
 
 
 @pytest.fixture
-def api(onnx_file, monkeypatch):
-    # What the lead wires up: the API's create hook is mlapp.batch.submit.
-    monkeypatch.setattr(views, "enqueue_job", batch.submit)
+def api(onnx_file):
     recorder.sent.clear()
     register_version("affine", onnx_file, promote=True)
     client = APIClient()
     client.force_authenticate(get_user_model().objects.create_user("ops", is_staff=True))
-    with override_settings(MLAPP={"THREADS": 1, "CELERY_APP": "tests.test_batch_api.recorder"}):
+    with override_settings(MLAPP={"THREADS": 1, "CELERY_APP": f"{__name__}.recorder"}):
         yield client
 
 
@@ -92,6 +90,46 @@ def test_a_bad_file_over_the_api_is_a_400_and_leaves_no_job(
     assert "takes 3 value(s) per row; 2 column(s)" in response.json()["error"]
     assert not BatchJob.objects.exists()
     assert recorder.sent == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("rows.csv", b"key,a,b\nx,1,2\n", "takes 3 value(s) per row"),
+        ("rows.ndjson", b'{"key": "a", "inputs": [[1, 2, 3]]}\nnot json\n', "not valid JSON"),
+        ("rows.npy", b"not an array", "Not a readable NumPy file"),
+        ("rows.xlsx", b"a,b,c\n1,2,3\n", "is not a file a batch job reads"),
+    ],
+)
+def test_a_bad_file_over_the_api_stores_no_job_and_no_file(api, name, content, message):
+    done = api.post("/api/mlapp/jobs/", {"model": "affine", "file": _upload(b"a,b,c\n1,2,3\n")})
+    assert done.status_code == 201, done.content
+    jobs_before = BatchJob.objects.count()
+    files_before = sorted(Path(django_settings.MEDIA_ROOT).rglob("*"))
+    response = api.post(
+        "/api/mlapp/jobs/", {"model": "affine", "file": _upload(content, name)}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert BatchJob.objects.count() == jobs_before
+    assert sorted(Path(django_settings.MEDIA_ROOT).rglob("*")) == files_before
+
+
+def test_an_ndjson_file_over_the_api_is_a_job_like_jsonl(api, django_capture_on_commit_callbacks):
+    rows = b'{"key": "a", "inputs": [[1, 2, 3]]}\n{"key": "b", "inputs": [[0, 0, 1]]}\n'
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api.post(
+            "/api/mlapp/jobs/",
+            {"model": "affine", "file": _upload(rows, "rows.ndjson")},
+            format="multipart",
+        )
+    assert created.status_code == 201, created.content
+    assert created.json()["total"] == 2
+    assert created.json()["source_file"].endswith(".ndjson")
+    for args in recorder.sent:
+        runner.run_chunk(args[0], Chunk.from_dict(args[1]))
+    found = api.get("/api/mlapp/models/affine/predictions/a").json()
+    assert found["outputs"] == {"y": [[14.5, 1.5]]}
 
 
 def test_a_registered_source_over_the_api_with_unknown_name_is_a_400(api):

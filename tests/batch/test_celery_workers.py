@@ -54,7 +54,7 @@ producer_app = Celery("mlapp-test-producer", broker=REDIS_URL, set_as_current=Fa
 producer_app.conf.update(broker_transport_options=TRANSPORT, task_ignore_result=True)
 MLAPP = {
     "THREADS": 1,
-    "CELERY_APP": "tests.test_celery_workers.producer_app",
+    "CELERY_APP": "tests.batch.test_celery_workers.producer_app",
     "BATCH_MAX_RETRIES": 2,
     "BATCH_RETRY_DELAY": 0.2,
     "BATCH_SOURCES": {
@@ -64,7 +64,6 @@ MLAPP = {
         }
     },
 }
-ACTIVE = ("pending", "running")
 
 
 # -- handlers the workers load (by dotted path) -------------------------------------------
@@ -226,17 +225,18 @@ def chunk_log(env: dict[str, str], model: str) -> list[dict]:
 def wait_for(job: BatchJob, *workers: Worker, timeout: float = 120) -> BatchJob:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status not in ACTIVE:
+        if not BatchJob.objects.active().filter(pk=job.pk).exists():
+            job.refresh_from_db()
             return job
         time.sleep(0.2)
+    job.refresh_from_db()
     logs = "\n".join(w.log() for w in workers)
     raise AssertionError(f"job {job.pk} still {job.status} ({job.done}/{job.total}):\n{logs}")
 
 
 def affine(name: str, onnx_file: Path, handler: str = "LoggingHandler"):
     return register_version(
-        name, onnx_file, handler=f"tests.test_celery_workers.{handler}", promote=True
+        name, onnx_file, handler=f"tests.batch.test_celery_workers.{handler}", promote=True
     )
 
 

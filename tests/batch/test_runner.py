@@ -35,7 +35,7 @@ FLOWER_FIELDS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SOURCES = {
     "flowers": {"queryset": "project.flowers.sources.flowers", "inputs": FLOWER_FIELDS},
     "users": {
-        "queryset": "tests.test_batch_runner.active_users",
+        "queryset": "tests.batch.test_runner.active_users",
         "inputs": {"x": ["id", "id", "id"]},
         "key": "username",
     },
@@ -311,7 +311,7 @@ def test_cancel_stops_the_chunks_not_yet_started(iris, tmp_path):
 
 
 def test_a_failing_chunk_is_retried_a_bounded_number_of_times_then_fails_the_job(affine, tmp_path):
-    affine.model.handler = "tests.test_batch_runner.FailingHandler"
+    affine.model.handler = "tests.batch.test_runner.FailingHandler"
     affine.model.save()
     FailingHandler.calls = 0
     path = tmp_path / "x.csv"
@@ -325,7 +325,7 @@ def test_a_failing_chunk_is_retried_a_bounded_number_of_times_then_fails_the_job
 
 
 def test_a_chunk_that_fails_once_succeeds_on_its_retry(affine, tmp_path):
-    affine.model.handler = "tests.test_batch_runner.FlakyHandler"
+    affine.model.handler = "tests.batch.test_runner.FlakyHandler"
     affine.model.save()
     FlakyHandler.calls = 0
     path = tmp_path / "x.csv"
@@ -413,7 +413,7 @@ def test_a_fast_models_chunk_is_two_calls_and_one_write(affine, tmp_path, monkey
 def test_a_later_part_that_fails_reruns_only_the_keys_not_yet_written(
     affine, tmp_path, monkeypatch
 ):
-    affine.model.handler = "tests.test_batch_runner.FailsOnThirdCall"
+    affine.model.handler = "tests.batch.test_runner.FailsOnThirdCall"
     affine.model.save()
     FailsOnThirdCall.calls = 0
     monkeypatch.setattr(runner, "PART_SIZE", 2)
@@ -534,7 +534,7 @@ def test_latest_prediction_comes_from_the_latest_succeeded_job(affine, tmp_path)
     assert batch.latest_prediction("affine", "nothing") is None
 
 
-def test_submit_plans_a_job_stored_elsewhere_and_deletes_it_when_its_file_is_bad(affine):
+def test_submit_plans_a_stored_job_again_and_leaves_it_when_its_file_went_bad(affine):
     from django.core.files.base import ContentFile
 
     good = BatchJob(version=affine)
@@ -548,8 +548,9 @@ def test_submit_plans_a_job_stored_elsewhere_and_deletes_it_when_its_file_is_bad
     stored = Path(bad.source_file.path)
     with pytest.raises(BadSource, match="3 value"):
         batch.submit(bad)
-    assert not BatchJob.objects.filter(pk=bad.pk).exists()
-    assert not stored.exists()
+    # Resubmitting is not creating: the job and what it stored stay for someone to look at.
+    assert BatchJob.objects.get(pk=bad.pk).status == "pending"
+    assert stored.exists()
 
 
 def test_an_uploaded_file_object_is_planned_and_stored(affine):
