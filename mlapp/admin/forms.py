@@ -10,10 +10,11 @@ from django.utils.translation import gettext_lazy as _
 
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError
+from mlapp.files import as_local_file
 from mlapp.models import ModelVersion
 from mlapp.runtimes.tensors import Signature
 from mlapp.versions.inspection import ArtifactReport
-from mlapp.versions.lifecycle import as_local_file, validate_upload
+from mlapp.versions.lifecycle import validate_upload
 
 #: Largest signature JSON accepted, in bytes.
 MAX_SIGNATURE_SIZE = 256 * 1024

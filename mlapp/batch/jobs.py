@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -35,6 +32,7 @@ from mlapp.exceptions import (
     BadSource,
     QueueUnavailable,
 )
+from mlapp.files import as_local_file
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
 from mlapp.serving.service import service
 
@@ -154,38 +152,6 @@ def enqueue(job: BatchJob, plan: Plan, *, where: str | None = None) -> None:
 # -- creating jobs -----------------------------------------------------------------------
 
 
-@contextmanager
-def _local_file(file: Any) -> Iterator[tuple[str, str]]:
-    """``(name, local path)`` of a path, an uploaded file or any file object.
-
-    A name whose extension no batch job reads is refused (``BadSource``) before anything
-    is copied.
-    """
-    if isinstance(file, (str, os.PathLike)):
-        name = os.path.basename(os.fspath(file))
-        file_format(name)
-        yield name, os.fspath(file)
-        return
-    name = os.path.basename(getattr(file, "name", "") or "")
-    file_format(name)
-    temporary_path = getattr(file, "temporary_file_path", None)
-    if temporary_path is not None:
-        yield name, temporary_path()
-        return
-    fd, tmp = tempfile.mkstemp(prefix="mlapp-batch-", suffix=os.path.splitext(name)[1])
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if hasattr(file, "chunks"):
-                for block in file.chunks():
-                    out.write(block)
-            else:
-                file.seek(0)
-                shutil.copyfileobj(file, out)
-        yield name, tmp
-    finally:
-        os.unlink(tmp)
-
-
 def prepare_job(
     model: str | MLModel,
     *,
@@ -220,7 +186,10 @@ def prepare_job(
         job.total = plan.total
         job.save()
         return job, plan
-    with _local_file(file) as (name, path):
+    local = isinstance(file, (str, os.PathLike))
+    name = os.path.basename(os.fspath(file) if local else getattr(file, "name", "") or "")
+    file_format(name)  # an extension no batch job reads is refused before anything is copied
+    with as_local_file(file) as path:
         plan = file_source(name, partial(open, path, "rb"), signature, path).plan(size)
         job.total = plan.total
         with open(path, "rb") as fh:

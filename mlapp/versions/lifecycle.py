@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import IO, Any
 
 from django.apps import apps
@@ -26,35 +22,11 @@ from django.db.models import Max
 from django.utils import timezone
 
 from mlapp.exceptions import StageError
+from mlapp.files import as_local_file
 from mlapp.models import MLModel, ModelVersion
 from mlapp.versions.inspection import ArtifactReport, validate_artifact
 
 logger = logging.getLogger("mlapp.versions.lifecycle")
-
-
-@contextmanager
-def as_local_file(source: str | os.PathLike | IO[bytes]) -> Iterator[str]:
-    """A path to ``source`` on local disk: the path itself, an upload's temporary file, or a
-    temporary copy removed on exit."""
-    if isinstance(source, (str, os.PathLike)):
-        yield os.fspath(source)
-        return
-    temporary_path = getattr(source, "temporary_file_path", None)
-    if temporary_path is not None:
-        yield temporary_path()
-        return
-    fd, tmp = tempfile.mkstemp(prefix="mlapp-upload-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if hasattr(source, "chunks"):
-                for chunk in source.chunks():
-                    out.write(chunk)
-            else:
-                source.seek(0)
-                shutil.copyfileobj(source, out)
-        yield tmp
-    finally:
-        os.unlink(tmp)
 
 
 def register_version(
