@@ -86,6 +86,8 @@ test-postgres: install
 lint: install
 	$(BIN)/ruff check mlapp project tests fixtures bench
 	$(BIN)/ruff format --check mlapp project tests fixtures bench
+	$(BIN)/mypy mlapp
+	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python manage.py check
 	$(BIN)/hadolint Dockerfile

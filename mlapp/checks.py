@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.core.checks import Error, Tags, Warning, register
-from django.utils.module_loading import import_string
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from mlapp.conf import DEFAULTS, IMPORT_STRINGS, settings
+from mlapp.conf import settings
+from mlapp.conf.defaults import DEFAULTS
+from mlapp.conf.rules import BATCHING_HINT, InvalidSetting, Problem
 from mlapp.serving.config import BatchingConfig
-
-_DEVICE_PREFIXES = ("cpu", "cuda", "mps")
 
 
 @register(Tags.compatibility)
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
-    errors: list = []
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``MLAPP``: unknown keys (E001), then every problem of a known key (``mlapp.conf``)."""
     raw = getattr(django_settings, "MLAPP", None)
     if raw is not None and not isinstance(raw, dict):
         return [
@@ -26,178 +25,39 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="mlapp.E001",
             )
         ]
-    user = settings.user_settings
-    for key in sorted(set(user) - set(DEFAULTS)):
-        errors.append(
-            Error(
-                f"Unknown MLAPP setting {key!r}.",
-                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
-                id="mlapp.E001",
-            )
+    errors: list[CheckMessage] = [
+        Error(
+            f"Unknown MLAPP setting {key!r}.",
+            hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+            id="mlapp.E001",
         )
-    errors.extend(_check_values())
-    errors.extend(_check_imports())
-    errors.extend(_check_batch())
+        for key in sorted(set(settings.user_settings) - set(DEFAULTS))
+    ]
+    errors += [_message(problem) for problem in settings.problems()]
+    errors += _check_batching()
     return errors
 
 
-def _error(key: str, message: str, hint: str) -> Error:
-    return Error(f"MLAPP[{key!r}] {message}", hint=hint, id="mlapp.E002")
+def _message(problem: Problem) -> CheckMessage:
+    level = Warning if ".W" in problem.id else Error
+    return level(problem.message, hint=problem.hint, id=problem.id)
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _non_negative_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_values() -> list:
-    s = settings
-    errors = []
-    if not _positive_int(s.MAX_UPLOAD_SIZE):
-        errors.append(
-            _error("MAX_UPLOAD_SIZE", "must be a positive integer.", "Bytes, e.g. 2**30.")
-        )
-    if s.THREADS is not None and not _positive_int(s.THREADS):
-        errors.append(
-            _error("THREADS", "must be None or a positive integer.", "e.g. 1 per worker.")
-        )
-    if not isinstance(s.DEVICE, str) or not s.DEVICE.startswith(_DEVICE_PREFIXES):
-        errors.append(_error("DEVICE", "must name a device.", "'cpu', 'cuda' or 'cuda:N'."))
-    if s.ONNX_GRAPH_OPTIMIZATION not in {"disable", "basic", "extended", "all"}:
-        errors.append(
-            _error(
-                "ONNX_GRAPH_OPTIMIZATION",
-                "is not a known level.",
-                "One of 'disable', 'basic', 'extended', 'all'.",
-            )
-        )
-    if not _positive_int(s.BATCH_CHUNK_SIZE):
-        errors.append(_error("BATCH_CHUNK_SIZE", "must be a positive integer.", "e.g. 1000."))
-    if not _non_negative_int(s.STAGING_CACHE_SIZE):
-        errors.append(_error("STAGING_CACHE_SIZE", "must be an integer >= 0.", "e.g. 2."))
-    if not _number(s.POLL_INTERVAL) or s.POLL_INTERVAL <= 0:
-        errors.append(_error("POLL_INTERVAL", "must be a positive number of seconds.", "e.g. 1.0."))
-    if s.V2_MAX_REQUEST_SIZE is not None and not _positive_int(s.V2_MAX_REQUEST_SIZE):
-        errors.append(
-            _error(
-                "V2_MAX_REQUEST_SIZE",
-                "must be None or a positive integer.",
-                "Bytes, e.g. 64 * 2**20; None uses DATA_UPLOAD_MAX_MEMORY_SIZE.",
-            )
-        )
-    if not isinstance(s.LOAD_ON_STARTUP, bool):
-        errors.append(_error("LOAD_ON_STARTUP", "must be True or False.", "Default True."))
-    if not isinstance(s.V2_SKIP_MIDDLEWARE, bool):
-        errors.append(_error("V2_SKIP_MIDDLEWARE", "must be True or False.", "Default False."))
+def _check_batching() -> list[CheckMessage]:
+    """The keys of ``MLAPP["BATCHING"]`` (once it is a dict): the serving layer's rules."""
     try:
-        BatchingConfig.from_dict(s.BATCHING)
+        BatchingConfig.from_dict(settings.BATCHING)
+    except InvalidSetting:  # not a dict: reported with the other problems
+        return []
     except (TypeError, ValueError) as exc:
-        errors.append(_error("BATCHING", f"{exc}.", _BATCHING_HINT))
-    return errors
-
-
-_BATCHING_HINT = (
-    'e.g. {"enabled": True, "max_batch_size": 32, "max_queue_delay_ms": 2.0, '
-    '"max_queue_size": 256, "min_call_ms": 0.2}; any key may be left out.'
-)
-
-
-def _check_imports() -> list:
-    errors = []
-    for key in IMPORT_STRINGS:
-        value = getattr(settings, key)
-        paths = value.values() if isinstance(value, dict) else value
-        if isinstance(paths, str) or not all(isinstance(p, str) for p in paths):
-            errors.append(_error(key, "must hold dotted import paths.", "See the README."))
-            continue
-        for path in paths:
-            try:
-                import_string(path)
-            except Exception as exc:  # ImportError, or the module itself is broken
-                if key == "RUNTIMES":
-                    # A missing optional back end is a warning: models of other formats serve.
-                    errors.append(
-                        Warning(
-                            f"MLAPP['RUNTIMES'] entry {path!r} cannot be imported: {exc}",
-                            hint="Install the matching extra, e.g. pip install 'mlapp[onnx]'.",
-                            id="mlapp.W001",
-                        )
-                    )
-                else:
-                    errors.append(
-                        Error(
-                            f"MLAPP[{key!r}] entry {path!r} cannot be imported: {exc}",
-                            hint="Use a dotted path to a class that exists.",
-                            id="mlapp.E003",
-                        )
-                    )
-    return errors
-
-
-def _check_batch() -> list:
-    """Batch job settings: executor, retries, the Celery app and registered sources."""
-    s = settings
-    errors = []
-    if s.BATCH_EXECUTOR not in {"auto", "celery", "thread"}:
-        errors.append(
-            _error("BATCH_EXECUTOR", "is not a known executor.", "'auto', 'celery' or 'thread'.")
-        )
-    if not _non_negative_int(s.BATCH_MAX_RETRIES):
-        errors.append(_error("BATCH_MAX_RETRIES", "must be an integer >= 0.", "e.g. 3."))
-    if not _number(s.BATCH_RETRY_DELAY) or s.BATCH_RETRY_DELAY < 0:
-        errors.append(_error("BATCH_RETRY_DELAY", "must be a number of seconds >= 0.", "e.g. 5."))
-    # (what the message names, dotted path, must be callable)
-    paths = [("MLAPP['CELERY_APP']", s.CELERY_APP, False)] if s.CELERY_APP is not None else []
-    sources = s.BATCH_SOURCES
-    if not isinstance(sources, dict):
-        return [*errors, _error("BATCH_SOURCES", "must be a dict.", "name -> {...}.")]
-    for name, spec in sources.items():
-        hint = '{"queryset": "app.sources.function", "inputs": ["field", ...], "key": "pk"}'
-        if (
-            not isinstance(spec, dict)
-            or set(spec) - {"queryset", "inputs", "key"}
-            or not isinstance(spec.get("queryset"), str)
-            or not isinstance(spec.get("inputs"), (list, dict, str))
-            or not isinstance(spec.get("key", "pk"), str)
-        ):
-            errors.append(_error("BATCH_SOURCES", f"entry {name!r} is malformed.", hint))
-            continue
-        paths.append((f"MLAPP['BATCH_SOURCES'][{name!r}]", spec["queryset"], True))
-    for label, path, must_call in paths:
-        if not isinstance(path, str):
-            errors.append(Error(f"{label} must be a dotted import path.", id="mlapp.E002"))
-            continue
-        try:
-            target = import_string(path)
-        except Exception as exc:  # ImportError, or the module itself is broken
-            errors.append(
-                Error(
-                    f"{label} {path!r} cannot be imported: {exc}",
-                    hint="Use a dotted path to an object that exists.",
-                    id="mlapp.E003",
-                )
-            )
-            continue
-        if must_call and not callable(target):
-            errors.append(
-                Error(
-                    f"{label} {path!r} is not callable.",
-                    hint="A function taking the job's params and returning a QuerySet.",
-                    id="mlapp.E002",
-                )
-            )
-    return errors
+        return [Error(f"MLAPP['BATCHING'] {exc}.", hint=BATCHING_HINT, id="mlapp.E002")]
+    return []
 
 
 @register(Tags.database)
-def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+def check_serving_configs(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
     """Each model's ``serving["batching"]``, merged over ``MLAPP["BATCHING"]``, is valid.
 
     A database check: ``manage.py check --database default`` and ``migrate`` run it. A model
@@ -211,10 +71,14 @@ def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwar
     from mlapp.serving.config import serving_batching
 
     try:
+        _ = settings.BATCHING
+    except InvalidSetting:  # what models override is broken: reported by check_settings
+        return []
+    try:
         rows = list(MLModel.objects.values_list("name", "serving"))
     except DatabaseError:  # not migrated yet: nothing to check
         return []
-    errors = []
+    errors: list[CheckMessage] = []
     for name, serving in rows:
         try:
             serving_batching(serving)
@@ -222,7 +86,7 @@ def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwar
             errors.append(
                 Error(
                     f"Model {name!r}, serving config: {exc}.",
-                    hint=f'Fix MLModel.serving["batching"] in the admin; {_BATCHING_HINT}',
+                    hint=f'Fix MLModel.serving["batching"] in the admin; {BATCHING_HINT}',
                     obj=name,
                     id="mlapp.E004",
                 )
@@ -233,7 +97,7 @@ def check_serving_configs(app_configs: Any = None, databases: Any = None, **kwar
 @register(Tags.database, deploy=True)
 def check_production_artifacts(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
-) -> list:
+) -> list[CheckMessage]:
     """Deploy check: every production artifact exists in storage and matches its sha256."""
     if not databases:
         return []
@@ -241,7 +105,7 @@ def check_production_artifacts(
     from mlapp.serving.loading import local_artifact
     from mlapp.versions.inspection import file_sha256
 
-    errors = []
+    errors: list[CheckMessage] = []
     for version in ModelVersion.objects.filter(stage="production").select_related("model"):
         try:
             with local_artifact(version) as path:

@@ -1,4 +1,4 @@
-"""The MLAPP settings: system checks (mlapp.checks) and the settings object (mlapp.conf)."""
+"""The system checks of the MLAPP settings (mlapp.checks); the settings object: test_conf."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from django.core.checks import Error, Warning
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
 
-from mlapp.checks import check_settings
-from mlapp.conf import DEFAULTS
-from mlapp.conf import settings as mlapp_settings
-from mlapp.runtimes import DEFAULT_RUNTIMES
+from mlapp.checks import check_serving_configs, check_settings
+from mlapp.models import MLModel
 
 
 def issues(mlapp: dict) -> list:
@@ -95,6 +94,11 @@ def test_check_reports_each_unknown_key_once():
         ({"BATCHING": {"max_queue_delay_ms": True}}, "BATCHING"),
         ({"BATCHING": {"max_batch": 8}}, "BATCHING"),
         ({"BATCHING": 8}, "BATCHING"),
+        ({"VALIDATION_TIMEOUT": 0}, "VALIDATION_TIMEOUT"),
+        ({"VALIDATION_TIMEOUT": "60"}, "VALIDATION_TIMEOUT"),
+        ({"ARTIFACT_STORAGE": ""}, "ARTIFACT_STORAGE"),
+        ({"ARTIFACT_PREFIX": None}, "ARTIFACT_PREFIX"),
+        ({"RUNTIMES": ["onnx"]}, "RUNTIMES"),
     ],
 )
 def test_check_reports_a_bad_value(mlapp, key):
@@ -150,71 +154,6 @@ def test_manage_py_check_passes_on_the_test_settings():
     call_command("check")
 
 
-# --- mlapp.conf.settings
-
-
-def test_settings_fall_back_to_defaults(settings):
-    settings.MLAPP = {}
-    assert mlapp_settings.MAX_UPLOAD_SIZE == 1024**3
-    assert mlapp_settings.THREADS is None
-
-
-def test_settings_reflect_override_settings():
-    with override_settings(MLAPP={"THREADS": 3}):
-        assert mlapp_settings.THREADS == 3
-    with override_settings(MLAPP={"THREADS": 5}):
-        assert mlapp_settings.THREADS == 5
-
-
-def test_settings_reload_when_the_override_ends():
-    with override_settings(MLAPP={"DEVICE": "cuda"}):
-        assert mlapp_settings.DEVICE == "cuda"
-    assert mlapp_settings.DEVICE == "cpu"
-
-
-def test_settings_fixture_changes_reload_the_cache(settings):
-    assert mlapp_settings.STAGING_CACHE_SIZE == 2
-    settings.MLAPP = {"STAGING_CACHE_SIZE": 7}
-    assert mlapp_settings.STAGING_CACHE_SIZE == 7
-
-
-def test_settings_merge_a_partial_batching_override_over_defaults():
-    with override_settings(MLAPP={"BATCHING": {"max_batch_size": 4}}):
-        assert mlapp_settings.BATCHING == {
-            "enabled": False,
-            "max_batch_size": 4,
-            "max_queue_delay_ms": 0.0,
-            "max_queue_size": 256,
-            "min_call_ms": 0.2,
-        }
-
-
-def test_settings_merge_an_added_runtime_over_the_defaults():
-    with override_settings(MLAPP={"RUNTIMES": {"tflite": "x.y.Runtime"}}):
-        assert mlapp_settings.RUNTIMES == {**DEFAULT_RUNTIMES, "tflite": "x.y.Runtime"}
-
-
-def test_settings_merging_leaves_the_defaults_untouched():
-    with override_settings(MLAPP={"BATCHING": {"max_batch_size": 4}}):
-        assert mlapp_settings.BATCHING["max_batch_size"] == 4
-    assert DEFAULTS["BATCHING"]["max_batch_size"] == 32
-
-
-def test_settings_refuse_an_unknown_attribute():
-    with pytest.raises(AttributeError, match="Unknown mlapp setting: 'NOPE'"):
-        _ = mlapp_settings.NOPE
-
-
-def test_settings_refuse_a_private_attribute():
-    with pytest.raises(AttributeError):
-        _ = mlapp_settings._secret
-
-
-def test_runtime_options_carry_threads_and_graph_optimization():
-    with override_settings(MLAPP={"THREADS": 2, "ONNX_GRAPH_OPTIMIZATION": "basic"}):
-        assert mlapp_settings.runtime_options() == {"threads": 2, "graph_optimization": "basic"}
-
-
 def test_check_reports_mlapp_that_is_not_a_dict(settings):
     settings.MLAPP = ["THREADS", 1]
     found = check_settings()
@@ -231,3 +170,85 @@ def test_check_reports_a_permission_module_that_fails_on_import():
     found = issues({"READ_PERMISSION_CLASSES": ["tests.importable.broken.Permission"]})
     assert ids(found) == ["mlapp.E003"]
     assert "broken on purpose" in found[0].msg
+
+
+# --- RUNTIMES entries (mlapp.E005), imported objects of the wrong kind (mlapp.E006)
+
+
+@pytest.mark.parametrize(
+    ("runtimes", "message"),
+    [
+        ({"onnx": 3}, "must be a dict with BACKEND and OPTIONS"),
+        ({"onnx": {"BACKEND": "x.y.Runtime", "OPTION": {}}}, "must be a dict with BACKEND"),
+        ({"tflite": {"OPTIONS": {}}}, "needs a BACKEND"),
+        ({"onnx": {"BACKEND": 3}}, "needs a BACKEND"),
+        ({"onnx": {"OPTIONS": ["threads", 1]}}, "OPTIONS must be a dict"),
+        ({"onnx": {"OPTIONS": {"threads": 0}}}, "OPTIONS['threads']"),
+        ({"onnx": {"OPTIONS": {"graph_optimization": "max"}}}, "OPTIONS['graph_optimization']"),
+    ],
+)
+def test_check_reports_a_malformed_runtime_entry(runtimes, message):
+    (issue,) = issues({"RUNTIMES": runtimes})
+    assert isinstance(issue, Error)
+    assert issue.id == "mlapp.E005"
+    assert issue.msg.startswith(f"MLAPP['RUNTIMES'][{next(iter(runtimes))!r}]")
+    assert message in issue.msg
+    assert issue.hint
+
+
+def test_check_reports_every_malformed_runtime_entry():
+    found = issues({"RUNTIMES": {"a": {}, "b": 3, "onnx": {"OPTIONS": {"threads": -1}}}})
+    assert ids(found) == ["mlapp.E005"] * 3
+
+
+def test_check_passes_on_runtimes_in_the_new_shape_and_the_short_one():
+    runtimes = {
+        "onnx": {"BACKEND": "mlapp.runtimes.onnx.OnnxRuntime", "OPTIONS": {"threads": 2}},
+        "torchscript": {"OPTIONS": {"graph_optimization": "basic"}},
+        "torch_export": "mlapp.runtimes.torch_export.TorchExportRuntime",
+    }
+    assert issues({"RUNTIMES": runtimes}) == []
+
+
+def test_check_warns_about_an_unimportable_runtime_backend():
+    (issue,) = issues({"RUNTIMES": {"onnx": {"BACKEND": "mlapp.runtimes.nowhere.Runtime"}}})
+    assert isinstance(issue, Warning)
+    assert issue.id == "mlapp.W001"
+    assert "'mlapp.runtimes.nowhere.Runtime'" in issue.msg
+
+
+def test_check_reports_a_backend_that_is_not_a_runtime_class():
+    (issue,) = issues({"RUNTIMES": {"onnx": {"BACKEND": "mlapp.runtimes.onnx"}}})
+    assert isinstance(issue, Error)
+    assert issue.id == "mlapp.E006"
+    assert "'mlapp.runtimes.onnx' is not a runtime class" in issue.msg
+    assert "mlapp.runtimes.Runtime" in issue.hint
+
+
+def test_check_reports_a_permission_entry_that_is_not_a_permission_class():
+    (issue,) = issues({"READ_PERMISSION_CLASSES": ["rest_framework.permissions"]})
+    assert isinstance(issue, Error)
+    assert issue.id == "mlapp.E006"
+    assert "'rest_framework.permissions' is not a permission class" in issue.msg
+    assert "BasePermission" in issue.hint
+
+
+COMPOSED_PERMISSION = IsAuthenticated | IsAdminUser
+
+
+def test_check_accepts_a_composed_permission():
+    assert issues({"MANAGE_PERMISSION_CLASSES": ["tests.test_checks.COMPOSED_PERMISSION"]}) == []
+
+
+def test_check_reports_each_unimportable_permission_class():
+    found = issues({"READ_PERMISSION_CLASSES": ["no.such.A", "no.such.B"]})
+    assert ids(found) == ["mlapp.E003", "mlapp.E003"]
+    assert "'no.such.A'" in found[0].msg
+    assert "'no.such.B'" in found[1].msg
+
+
+@pytest.mark.django_db
+def test_model_serving_configs_are_not_checked_while_the_global_batching_is_broken(settings):
+    settings.MLAPP = {"BATCHING": 8}
+    MLModel.objects.create(name="m", serving={"batching": {"max_batch_size": 4}})
+    assert check_serving_configs(databases=["default"]) == []

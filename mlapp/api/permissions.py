@@ -14,9 +14,6 @@ takes effect at once.
 
 from __future__ import annotations
 
-import functools
-
-from django.utils.module_loading import import_string
 from rest_framework.permissions import AllowAny
 
 from mlapp.conf import settings
@@ -28,18 +25,13 @@ KINDS = (READ, PREDICT, MANAGE)
 
 
 def permission_classes(kind: str) -> tuple[type, ...]:
-    """``kind`` is ``"READ"``, ``"PREDICT"`` or ``"MANAGE"``; imported once per value."""
+    """``kind`` is ``"READ"``, ``"PREDICT"`` or ``"MANAGE"``; imported by ``mlapp.conf``."""
     if kind not in KINDS:
         raise ValueError(f"Unknown kind of access {kind!r}; expected one of {KINDS}.")
-    return _imported(tuple(getattr(settings, f"{kind}_PERMISSION_CLASSES")))
+    return getattr(settings, f"{kind}_PERMISSION_CLASSES")
 
 
 def open_to_anyone(kind: str) -> bool:
     """True when ``kind``'s classes are all ``AllowAny`` (the default for READ and PREDICT):
     the hot paths then look up no session or token."""
     return all(cls is AllowAny for cls in permission_classes(kind))
-
-
-@functools.cache
-def _imported(paths: tuple[str, ...]) -> tuple[type, ...]:
-    return tuple(import_string(path) for path in paths)

@@ -23,7 +23,6 @@ from django.core.files import File
 from django.db import connections, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from mlapp.batch import runner
 from mlapp.batch.sources import Chunk, Plan, QuerySetSource, file_format, file_source
@@ -47,8 +46,8 @@ TASK_NAME = "mlapp.run_batch_chunk"
 
 def celery_app() -> Any | None:
     """The Celery app jobs are sent through (``MLAPP["CELERY_APP"]``), or None without Celery."""
-    if settings.CELERY_APP:
-        return import_string(settings.CELERY_APP)
+    if settings.CELERY_APP is not None:
+        return settings.CELERY_APP
     try:
         from celery import current_app
     except ImportError:
@@ -118,8 +117,8 @@ inprocess = InProcessRunner()
 def retry_policy() -> dict[str, Any]:
     """How often a failing chunk runs again, and after how long (``run_job``'s keywords)."""
     return {
-        "max_retries": int(settings.BATCH_MAX_RETRIES),
-        "retry_delay": float(settings.BATCH_RETRY_DELAY),
+        "max_retries": settings.BATCH_MAX_RETRIES,
+        "retry_delay": settings.BATCH_RETRY_DELAY,
     }
 
 

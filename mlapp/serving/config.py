@@ -82,8 +82,7 @@ def serving_batching(serving: object) -> BatchingConfig:
     override = serving.get("batching", {})
     if not isinstance(override, dict):
         raise ValueError(f"batching must be a JSON object, not {_json_type(override)}")
-    base = settings.BATCHING if isinstance(settings.BATCHING, dict) else {}
     try:
-        return BatchingConfig.from_dict({**base, **override})
+        return BatchingConfig.from_dict({**settings.BATCHING, **override})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"batching: {exc}") from None

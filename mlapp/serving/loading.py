@@ -107,15 +107,14 @@ def run_model(
 
 def runtime_class(fmt: str) -> type[Runtime]:
     try:
-        path = settings.RUNTIMES[fmt]
+        return settings.runtime_class(fmt)
     except KeyError:
         raise ArtifactError(f"No runtime is configured for format {fmt!r}.") from None
-    return import_string(path)
 
 
 def load_runtime(path: str, fmt: str, signature: Signature | None = None) -> Runtime:
     """Load the artifact at ``path`` with the runtime of ``fmt``, bound to ``signature``."""
-    runtime = runtime_class(fmt)(settings.runtime_options())
+    runtime = runtime_class(fmt)(settings.runtime_options(fmt))
     runtime.load(path, device=settings.DEVICE)
     if signature is not None:
         runtime.bind(signature)

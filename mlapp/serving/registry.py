@@ -240,7 +240,7 @@ class Registry:
                 raise ModelNotReady(f"{name} v{number} failed to load: {exc}") from None
             self._pinned[key] = loaded
             evicted = []
-            while len(self._pinned) > max(int(settings.STAGING_CACHE_SIZE), 0):
+            while len(self._pinned) > settings.STAGING_CACHE_SIZE:
                 # Dropped, not closed: a request may still be running on it.
                 evicted.append(self._pinned.popitem(last=False)[1])
         for old in evicted:

@@ -30,12 +30,6 @@ logger = logging.getLogger("mlapp.serving.watcher")
 CATCH_UP_TIMEOUT = 10.0
 
 
-def poll_interval() -> float:
-    """Seconds between two polls; 0 when polling is off."""
-    value = settings.POLL_INTERVAL
-    return max(float(value), 0.0) if value else 0.0
-
-
 class ChangeWatcher:
     """Polls the change markers and calls back for every model whose marker moved.
 
@@ -110,7 +104,7 @@ class ChangeWatcher:
         not answer with a version replaced since the parent loaded it. The database is only
         ever touched from the thread, on its own connection.
         """
-        interval = poll_interval()
+        interval = settings.POLL_INTERVAL
         if not interval:
             return False
         self._stop = threading.Event()

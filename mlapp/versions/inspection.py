@@ -188,9 +188,9 @@ def validate_artifact(
                 "declared": _as_signature(declared).to_dict() if declared is not None else None,
                 "inherited": inherited,
                 "device": settings.DEVICE,
-                "options": settings.runtime_options(),
+                "options": settings.runtime_options(fmt),
             },
-            timeout=float(settings.VALIDATION_TIMEOUT if timeout is None else timeout),
+            timeout=settings.VALIDATION_TIMEOUT if timeout is None else timeout,
         )
     return inspect_artifact(
         path,
@@ -199,7 +199,7 @@ def validate_artifact(
         declared=declared,
         inherited=inherited,
         device=settings.DEVICE,
-        options=settings.runtime_options(),
+        options=settings.runtime_options(fmt),
     )
 
 

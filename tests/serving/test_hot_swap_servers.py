@@ -21,7 +21,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from mlapp.conf import DEFAULTS
+from mlapp.conf.defaults import DEFAULTS
 from mlapp.versions.lifecycle import promote_version, register_version, rollback
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

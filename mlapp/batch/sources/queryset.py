@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import QuerySet
-from django.utils.module_loading import import_string
 
 from mlapp.batch.sources.base import Chunk, Chunker, Item, Plan, Source
 from mlapp.batch.sources.rows import RowLayout
@@ -31,7 +30,7 @@ class QuerySetSource(Source):
             raise BadSource(f"No batch source named {name!r} (registered: {known}).")
         spec = sources[name]
         self.name = name
-        function = import_string(spec["queryset"])
+        function = spec.queryset
         try:
             queryset = function(**dict(params or {}))
         except TypeError as exc:
@@ -39,12 +38,12 @@ class QuerySetSource(Source):
         if not isinstance(queryset, QuerySet):
             raise BadSource(f"Source {name!r} did not return a QuerySet.")
         self.queryset = queryset
-        self.key = spec.get("key", "pk")
+        self.key = spec.key
         meta = queryset.model._meta
         key_field = meta.pk if self.key == "pk" else _field(meta, self.key, name)
         if not (key_field.primary_key or key_field.unique):
             raise BadSource(f"Source {name!r}: the key field {self.key!r} must be unique.")
-        self.layout, self.fields = RowLayout.from_fields(signature, spec["inputs"])
+        self.layout, self.fields = RowLayout.from_fields(signature, spec.inputs)
         for field in self.fields:
             _field(meta, field, name)
 

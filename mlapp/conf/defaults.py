@@ -1,24 +1,12 @@
-"""mlapp's settings: one ``MLAPP`` dict in the host project's settings.
-
-Read them through ``mlapp.conf.settings``::
-
-    from mlapp.conf import settings
-    settings.MAX_UPLOAD_SIZE
-
-Unknown keys and bad values are reported by ``manage.py check`` (``mlapp.checks``), not
-by a crash at the first request. Values are cached; ``override_settings(MLAPP=...)``
-reloads them.
-"""
+"""The default of every ``MLAPP`` key, and the values some keys choose from."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings as django_settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
-
-from mlapp.runtimes import DEFAULT_RUNTIMES
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+BATCH_EXECUTORS = ("auto", "celery", "thread")
+DEVICE_PREFIXES = ("cpu", "cuda", "mps")
 
 DEFAULTS: dict[str, Any] = {
     # Alias in Django's STORAGES that holds uploaded artifacts (local media by default;
@@ -31,8 +19,10 @@ DEFAULTS: dict[str, Any] = {
     # Device models are loaded onto: "cpu", "cuda", "cuda:1" ...
     "DEVICE": "cpu",
     # Intra-op threads of torch / ONNX Runtime per process; None leaves the library default.
+    # A runtime's own RUNTIMES[...]["OPTIONS"]["threads"] overrides it.
     "THREADS": None,
-    # ONNX Runtime graph optimisation: "disable", "basic", "extended" or "all".
+    # ONNX Runtime graph optimisation: "disable", "basic", "extended" or "all" (overridden
+    # by RUNTIMES["onnx"]["OPTIONS"]["graph_optimization"]).
     "ONNX_GRAPH_OPTIMIZATION": "all",
     # Load every production version when the web process starts (mlapp.startup).
     "LOAD_ON_STARTUP": True,
@@ -57,8 +47,8 @@ DEFAULTS: dict[str, Any] = {
     # Where batch jobs run: "celery" (one task per chunk), "thread" (a background thread of
     # the process that submits them), or "auto": Celery when its app has a broker URL.
     "BATCH_EXECUTOR": "auto",
-    # Dotted path to the project's Celery app (e.g. "project.celery.app"); None: Celery's
-    # current app.
+    # Dotted path to the project's Celery app (e.g. "project.celery.app"), imported on first
+    # use; None: Celery's current app.
     "CELERY_APP": None,
     # Times a failed chunk runs again before its job fails, and seconds between the tries.
     "BATCH_MAX_RETRIES": 3,
@@ -83,53 +73,14 @@ DEFAULTS: dict[str, Any] = {
     "READ_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "PREDICT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "MANAGE_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    # Format key -> runtime class (dotted path). Add a key to serve a new format.
-    "RUNTIMES": dict(DEFAULT_RUNTIMES),
+    # Format key -> runtime, in the shape of Django's STORAGES: "BACKEND" is the dotted path
+    # of a mlapp.runtimes.Runtime subclass, "OPTIONS" go to its constructor over the global
+    # ones (threads, graph_optimization). Add a key to serve a new format; a default format
+    # may leave BACKEND out to change only its OPTIONS; a plain dotted path is short for
+    # {"BACKEND": path}.
+    "RUNTIMES": {
+        "torchscript": {"BACKEND": "mlapp.runtimes.torchscript.TorchScriptRuntime"},
+        "torch_export": {"BACKEND": "mlapp.runtimes.torch_export.TorchExportRuntime"},
+        "onnx": {"BACKEND": "mlapp.runtimes.onnx.OnnxRuntime"},
+    },
 }
-
-#: Keys whose value is a dotted path (or a list/dict of them), checked by mlapp.checks.
-IMPORT_STRINGS = (
-    "READ_PERMISSION_CLASSES",
-    "PREDICT_PERMISSION_CLASSES",
-    "MANAGE_PERMISSION_CLASSES",
-    "RUNTIMES",
-)
-
-
-class MLAppSettings:
-    """Attribute access to ``settings.MLAPP`` merged over :data:`DEFAULTS`."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
-
-    @property
-    def user_settings(self) -> dict[str, Any]:
-        value = getattr(django_settings, "MLAPP", None) or {}
-        # A non-dict MLAPP is reported by mlapp.E001; read it as empty meanwhile.
-        return dict(value) if isinstance(value, dict) else {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in DEFAULTS:
-            raise AttributeError(f"Unknown mlapp setting: {name!r}")
-        if name not in self._cache:
-            value = self.user_settings.get(name, DEFAULTS[name])
-            if isinstance(DEFAULTS[name], dict) and isinstance(value, dict):
-                value = {**DEFAULTS[name], **value}
-            self._cache[name] = value
-        return self._cache[name]
-
-    def runtime_options(self) -> dict[str, Any]:
-        """Options handed to every runtime's constructor."""
-        return {"threads": self.THREADS, "graph_optimization": self.ONNX_GRAPH_OPTIMIZATION}
-
-    def reload(self) -> None:
-        self._cache.clear()
-
-
-settings = MLAppSettings()
-
-
-@receiver(setting_changed)
-def _reload_settings(*, setting: str, **kwargs: Any) -> None:
-    if setting == "MLAPP":
-        settings.reload()
