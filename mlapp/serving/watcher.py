@@ -96,8 +96,8 @@ class ChangeWatcher:
 
     # -- the thread ---------------------------------------------------------------------
 
-    def start(self, *, catch_up: bool = False) -> bool:
-        """Start the polling thread of this process; False when polling is off.
+    def start(self, *, catch_up: bool = False) -> None:
+        """Start the polling thread of this process.
 
         With ``catch_up``, the thread polls at once and this call waits (a few seconds at
         most) for that first poll: the first request of a freshly forked worker then does
@@ -105,8 +105,6 @@ class ChangeWatcher:
         ever touched from the thread, on its own connection.
         """
         interval = settings.POLL_INTERVAL
-        if not interval:
-            return False
         self._stop = threading.Event()
         caught_up = threading.Event()
         self._thread = threading.Thread(
@@ -118,7 +116,6 @@ class ChangeWatcher:
         self._thread.start()
         if catch_up:
             caught_up.wait(CATCH_UP_TIMEOUT)
-        return True
 
     def stop(self) -> None:
         """Stop the polling thread (tests, and a process that shuts down)."""
