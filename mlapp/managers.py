@@ -11,10 +11,10 @@ from django.utils import timezone
 from mlapp.exceptions import ModelNotFound, ModelNotReady
 
 if TYPE_CHECKING:
-    from mlapp.models import ModelVersion
+    from mlapp.models import BatchJob, ModelVersion  # noqa: F401 (BatchJob: a base's string)
 
 
-class ModelVersionQuerySet(models.QuerySet):
+class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
     def production(self) -> ModelVersionQuerySet:
         return self.filter(stage="production")
 
@@ -35,6 +35,7 @@ class ModelVersionQuerySet(models.QuerySet):
         if found is not None:
             return found
         models_table = self.model._meta.get_field("model").related_model
+        assert models_table is not None  # a foreign key always has a related model
         if not models_table._default_manager.filter(name=name).exists():
             raise ModelNotFound.no_model(name)
         if version is not None:
@@ -42,7 +43,7 @@ class ModelVersionQuerySet(models.QuerySet):
         raise ModelNotReady.no_production(name)
 
 
-class BatchJobQuerySet(models.QuerySet):
+class BatchJobQuerySet(models.QuerySet["BatchJob"]):
     """``BatchJob.objects``: which jobs still run and which have ended."""
 
     def active(self) -> BatchJobQuerySet:

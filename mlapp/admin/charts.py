@@ -67,8 +67,8 @@ def latency_volume_chart(buckets: Sequence[Bucket], *, bucket_seconds: int = 10)
     if len(points) > 1:
         body.append(f'<polyline class="mlapp-line" points="{" ".join(points)}"/>')
     for point in points:
-        x, y = point.split(",")
-        body.append(f'<circle class="mlapp-dot" cx="{x}" cy="{y}" r="2"/>')
+        cx, cy = point.split(",")
+        body.append(f'<circle class="mlapp-dot" cx="{cx}" cy="{cy}" r="2"/>')
     if not total:
         body.append(
             f'<text class="mlapp-label" x="{left + plot_w / 2}" y="{top + plot_h / 2}" '

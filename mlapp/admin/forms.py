@@ -84,6 +84,7 @@ class VersionUploadForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # Django's own clean() returns the cleaned data
         model, upload = cleaned.get("model"), cleaned.get("artifact_file")
         if model is None or upload is None or self.has_error("signature_file"):
             return cleaned

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -23,7 +23,10 @@ from mlapp import batch
 from mlapp.admin.confirm import ConfirmedAction, Plan, confirm
 from mlapp.models import BatchJob
 
-STATUS_COLOURS = {
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
+
+STATUS_COLOURS: dict[str, str] = {
     BatchJob.Status.PENDING: "#777",
     BatchJob.Status.RUNNING: "#2a6ebb",
     BatchJob.Status.SUCCEEDED: "#2e7d32",
@@ -102,7 +105,7 @@ class BatchJobAdmin(admin.ModelAdmin):
     search_fields = ["=id", "source_name", "source_file", "version__model__name"]
     date_hierarchy = "created_at"
     actions = ["cancel_selected"]
-    fields = [
+    fields = (
         "version",
         "source",
         "source_params",
@@ -116,7 +119,7 @@ class BatchJobAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "duration",
-    ]
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -134,7 +137,8 @@ class BatchJobAdmin(admin.ModelAdmin):
     def source(self, obj: BatchJob) -> str:
         if obj.source_name:
             return f"{obj.source_name} (registered)"
-        return os.path.basename(obj.source_file.name) if obj.source_file else "-"
+        name = obj.source_file.name  # a FieldFile is true when it has a name
+        return os.path.basename(name) if name else "-"
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: BatchJob) -> SafeString:
@@ -167,7 +171,7 @@ class BatchJobAdmin(admin.ModelAdmin):
         return format_html("{} / {} / {}", obj.done, failed, obj.total)
 
     @admin.display(description=_("duration"))
-    def duration(self, obj: BatchJob) -> str:
+    def duration(self, obj: BatchJob) -> str | StrPromise:
         if not obj.started_at:
             return "-"
         end = obj.finished_at

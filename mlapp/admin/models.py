@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db.models import Count, Prefetch, QuerySet
@@ -21,6 +21,17 @@ from mlapp.models import BatchJob, MLModel, ModelVersion
 from mlapp.serving.service import service
 from mlapp.serving.stats import request_stats
 
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from django_stubs_ext import StrPromise, WithAnnotations
+
+    class _Counted(TypedDict):
+        """What :meth:`MLModelAdmin.get_queryset` annotates the models with."""
+
+        version_count: int
+
+
 #: Batch jobs drawn on a model's page.
 RECENT_JOBS = 8
 
@@ -31,7 +42,7 @@ class ModelVersionInline(VersionColumns, admin.TabularInline):
     can_delete = False
     show_change_link = True
     ordering = ["-version"]
-    fields = [
+    fields = (
         "version",
         "stage_display",
         "format",
@@ -40,7 +51,7 @@ class ModelVersionInline(VersionColumns, admin.TabularInline):
         "created_by",
         "created_at",
         "metrics_summary",
-    ]
+    )
     readonly_fields = fields
     verbose_name_plural = _("versions")
 
@@ -105,11 +116,11 @@ class MLModelAdmin(admin.ModelAdmin):
         return version_link(current) if current is not None else "—"
 
     @admin.display(description=_("versions"), ordering="version_count")
-    def version_count(self, obj: MLModel) -> int:
+    def version_count(self, obj: WithAnnotations[MLModel, _Counted]) -> int:
         return obj.version_count
 
     @admin.display(description=_("in this process"))
-    def loaded_here(self, obj: MLModel) -> SafeString | str:
+    def loaded_here(self, obj: MLModel) -> SafeString | StrPromise:
         loaded = service.loaded_version(obj.name)
         if loaded is not None:
             return format_html('<span class="mlapp-ok">v{} {}</span>', loaded, _("ready"))

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -49,13 +49,16 @@ from mlapp.serving.inputs import named
 from mlapp.serving.service import service
 from mlapp.versions import lifecycle
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
+
 logger = logging.getLogger("mlapp.admin")
 
 #: Batch jobs listed on a version's page.
 RECENT_JOBS = 20
 
 
-def delete_files_on_commit(names: Sequence[str]) -> None:
+def delete_files_on_commit(names: Sequence[str | None]) -> None:
     """Delete these artifact files once the transaction deleting their rows commits."""
 
     def delete() -> None:
@@ -201,7 +204,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
     # -- read-only fields of the version page -------------------------------------------------
 
     @admin.display(description=_("artifact"))
-    def artifact_name(self, obj: ModelVersion) -> str:
+    def artifact_name(self, obj: ModelVersion) -> str | None:
         return obj.artifact.name
 
     @admin.display(description=_("signature"))
@@ -232,7 +235,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         return format_html_join(", ", "{} ({})", ((version_link(v), v.format) for v in derived))
 
     @admin.display(description=_("batch jobs"))
-    def batch_jobs(self, obj: ModelVersion) -> SafeString | str:
+    def batch_jobs(self, obj: ModelVersion) -> SafeString | StrPromise:
         jobs = list(obj.jobs.select_related("version").order_by("-created_at")[:RECENT_JOBS])
         if not jobs:
             return _("No batch job has used this version.")

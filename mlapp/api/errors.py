@@ -49,10 +49,11 @@ def render_error(exc: BaseException) -> ErrorAnswer:
         headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     elif isinstance(exc, drf_exceptions.APIException):
         status, message, headers = exc.status_code, _flatten(exc.detail), {}
-        if getattr(exc, "auth_header", None):
-            headers["WWW-Authenticate"] = exc.auth_header
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait))
+        auth_header, wait = getattr(exc, "auth_header", None), getattr(exc, "wait", None)
+        if auth_header:
+            headers["WWW-Authenticate"] = auth_header
+        if wait:
+            headers["Retry-After"] = str(int(wait))
     else:
         status, message, headers = 500, INTERNAL_ERROR, {}
     if status >= 500:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from django.core.files import File
 from django.db import connections, transaction
@@ -25,7 +25,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from mlapp.batch import runner
-from mlapp.batch.sources import Chunk, Plan, QuerySetSource, file_format, file_source
+from mlapp.batch.sources import Chunk, Opener, Plan, QuerySetSource, file_format, file_source
 from mlapp.conf import settings
 from mlapp.exceptions import (
     BadSource,
@@ -189,7 +189,9 @@ def prepare_job(
     name = os.path.basename(os.fspath(file) if local else getattr(file, "name", "") or "")
     file_format(name)  # an extension no batch job reads is refused before anything is copied
     with as_local_file(file) as path:
-        plan = file_source(name, partial(open, path, "rb"), signature, path).plan(size)
+        # mypy's partial() loses the "rb" literal and types open()'s text overload.
+        opener = cast(Opener, partial(open, path, "rb"))
+        plan = file_source(name, opener, signature, path).plan(size)
         job.total = plan.total
         with open(path, "rb") as fh:
             job.source_file.save(name, File(fh), save=False)

@@ -67,6 +67,7 @@ def open_source(job: BatchJob, signature: Signature | None = None) -> Source:
         raise BadSource("The job has neither an input file nor a registered source.")
     field = job.source_file
     storage, name = field.storage, field.name
+    assert name is not None  # a FieldFile is true only when it has a name
     try:
         path = storage.path(name)
     except NotImplementedError:  # a remote storage: read through the storage API
@@ -107,8 +108,8 @@ def predict_items(model: str, version: int, items: Sequence[Item]) -> list[Resul
             (item.key, arrays)
         )
     for members in groups.values():
-        for key, outputs in _run_group(model, version, members):
-            results[key] = Result(key, outputs=outputs)
+        for item_key, outputs in _run_group(model, version, members):
+            results[item_key] = Result(item_key, outputs=outputs)
     return [results[item.key] for item in items]
 
 

@@ -16,6 +16,7 @@ import re
 import zipfile
 import zlib
 from pathlib import Path
+from typing import cast
 
 from mlapp.exceptions import ArtifactError, UnsafeArtifact
 
@@ -304,6 +305,8 @@ def _check_one_pickle(stream: io.BytesIO, member: str) -> None:
     # from the two most recent pushes and is refused unless both are known strings.
     pushed: list[str | None] = []
     memo: dict[int, str | None] = {}
+    module: str | None
+    attr: str | None
     for opcode, arg, _pos in pickletools.genops(stream):
         name = opcode.name
         if name in {"GLOBAL", "INST"}:
@@ -321,9 +324,10 @@ def _check_one_pickle(stream: io.BytesIO, member: str) -> None:
         elif name == "MEMOIZE":
             memo[len(memo)] = pushed[-1] if pushed else None
         elif name in {"PUT", "BINPUT", "LONG_BINPUT"}:
-            memo[int(arg)] = pushed[-1] if pushed else None
+            # The memo opcodes' argument is always an int (the stubs type every arg alike).
+            memo[int(cast(int, arg))] = pushed[-1] if pushed else None
         elif name in {"GET", "BINGET", "LONG_BINGET"}:
-            pushed.append(memo.get(int(arg)))
+            pushed.append(memo.get(int(cast(int, arg))))
         elif name in _STRING_OPCODES:
             pushed.append(str(arg))
         else:

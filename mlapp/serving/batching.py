@@ -162,6 +162,7 @@ class MicroBatcher:
         rows = _rows(inputs)
         if rows > self.max_batch_size:
             return self._submit_parts(inputs, rows)
+        job: _Job | None
         with self._mutex:
             if self._closed:
                 job = None
@@ -183,7 +184,8 @@ class MicroBatcher:
             self._lead()
         if job.error is not None:
             raise job.error
-        return job.result  # type: ignore[return-value]
+        assert job.result is not None  # a job done without an error has its result
+        return job.result
 
     def _enqueue(self, inputs: Arrays, rows: int) -> _Job:
         """Queue a request behind the running call (locked); its thread then waits."""

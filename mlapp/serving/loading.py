@@ -143,15 +143,16 @@ def load_handler(model: MLModel, runtime_signature: Signature) -> BaseHandler | 
 @contextmanager
 def local_artifact(version: ModelVersion) -> Iterator[str]:
     """A local file path for the version's artifact, downloading it if the storage is remote."""
-    storage = version.artifact.storage
+    storage, name = version.artifact.storage, version.artifact.name
+    assert name is not None  # the artifact is a required file field
     try:
-        yield storage.path(version.artifact.name)
+        yield storage.path(name)
         return
     except NotImplementedError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix="mlapp-", suffix=os.path.splitext(version.artifact.name)[1])
+    fd, tmp = tempfile.mkstemp(prefix="mlapp-", suffix=os.path.splitext(name)[1])
     try:
-        with os.fdopen(fd, "wb") as out, storage.open(version.artifact.name, "rb") as src:
+        with os.fdopen(fd, "wb") as out, storage.open(name, "rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)
         yield tmp
     finally:

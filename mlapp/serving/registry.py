@@ -252,7 +252,7 @@ class Registry:
     def status(self) -> dict[str, dict[str, Any]]:
         """``{name: {"ready", "version", "error"}}`` for every model this process knows."""
         with self._lock:
-            result = {
+            result: dict[str, dict[str, Any]] = {
                 name: {"ready": True, "version": m.version, "error": None}
                 for name, m in self._production.items()
             }

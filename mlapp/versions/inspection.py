@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from mlapp import exceptions
 from mlapp.exceptions import ArtifactError, MLAppError
@@ -87,6 +87,10 @@ def check_size(path: str, limit: int) -> int:
     return size
 
 
+@overload
+def _as_signature(value: Mapping[str, Any] | Signature) -> Signature: ...
+@overload
+def _as_signature(value: Mapping[str, Any] | Signature | None) -> Signature | None: ...
 def _as_signature(value: Mapping[str, Any] | Signature | None) -> Signature | None:
     if value is None or isinstance(value, Signature):
         return value

@@ -173,7 +173,8 @@ def rollback_target(model: MLModel) -> ModelVersion | None:
     """The version a roll back of ``model`` would bring back (None: nothing to go back to)."""
     current = model.production_version
     return (
-        model.versions.exclude(pk=getattr(current, "pk", None))
+        # Django reads pk=None as IS NULL; the plugin wants a pk value.
+        model.versions.exclude(pk=getattr(current, "pk", None))  # type: ignore[misc]
         .filter(promoted_at__isnull=False)
         .order_by("-promoted_at")
         .first()

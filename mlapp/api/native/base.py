@@ -5,7 +5,7 @@ The lookups of a model and a version by name live here, once, for every native v
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings as django_settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -28,6 +28,14 @@ from mlapp.conf import settings
 from mlapp.exceptions import ModelNotFound, PayloadTooLarge
 from mlapp.models import MLModel, ModelVersion
 
+if TYPE_CHECKING:
+    from rest_framework.settings import _Settings
+
+    # For the type checker, the mixin is what it is mixed into: a view (request, super()).
+    _ViewBase = APIView
+else:
+    _ViewBase = object
+
 #: Room for the multipart framing and form fields around an uploaded file.
 FORM_OVERHEAD = 1024 * 1024
 
@@ -44,10 +52,11 @@ class _NoFormatOverride:
 class FormatIsAFilterNegotiation(DefaultContentNegotiation):
     """Content negotiation for a list that filters on a field named ``format``."""
 
-    settings = _NoFormatOverride()
+    # Stands in for DRF's settings object, by attribute: the stubs name that object's class.
+    settings = cast("_Settings", _NoFormatOverride())
 
 
-class MLAppViewMixin:
+class MLAppViewMixin(_ViewBase):
     """Permissions from ``MLAPP`` settings per kind of access; errors as ``{"error": ...}``.
 
     ``read_access`` applies to GET/HEAD/OPTIONS, ``write_access`` to the other methods.
@@ -58,6 +67,7 @@ class MLAppViewMixin:
 
     def get_permissions(self) -> list:
         method = self.request.method if self.request is not None else "GET"
+        assert method is not None  # Django gives every request it serves a method
         # A method the view does not have answers 405 to whoever may read, not 403.
         writes = method not in SAFE_METHODS and hasattr(self, method.lower())
         kind = self.write_access if writes else self.read_access

@@ -87,4 +87,6 @@ def _binary_data(array: np.ndarray, datatype: str) -> Any:
         return b"".join(parts)
     little = array.dtype.newbyteorder("<")
     # A contiguous little-endian array is its own buffer: no copy to join it.
-    return memoryview(np.ascontiguousarray(array, dtype=little).reshape(-1)).cast("B")
+    # numpy's stubs give ndarray its buffer protocol (__buffer__) only for Python >= 3.12.
+    contiguous = np.ascontiguousarray(array, dtype=little).reshape(-1)
+    return memoryview(contiguous).cast("B")  # type: ignore[arg-type]

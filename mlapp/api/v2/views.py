@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from django.conf import settings as django_settings
@@ -36,6 +36,11 @@ from mlapp.exceptions import (
 )
 from mlapp.runtimes.tensors import Signature
 from mlapp.serving.service import service
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from rest_framework.authentication import BaseAuthentication
 
 #: What a 503 of the health endpoints asks clients to wait, as the error does.
 _RETRY = {"Retry-After": str(ModelNotReady.retry_after)}
@@ -84,9 +89,11 @@ def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
     if permissions.open_to_anyone(kind):
         return None
     classes = permissions.permission_classes(kind)
-    drf_request = Request(
-        request, authenticators=[auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+    # api_settings imports the classes; the stubs type the setting as their dotted paths.
+    auth_classes = cast(
+        "list[type[BaseAuthentication]]", api_settings.DEFAULT_AUTHENTICATION_CLASSES
     )
+    drf_request = Request(request, authenticators=[auth() for auth in auth_classes])
     view = V2View(kind)
     try:
         for cls in classes:
@@ -102,7 +109,8 @@ def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
         if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
             # DRF's rule (APIView.handle_exception): 401 with WWW-Authenticate when the first
             # authentication class names a scheme (Token), else 403 (Session).
-            authenticators = drf_request.authenticators
+            # The ones built above: a test's ForcedAuthentication never fails to authenticate.
+            authenticators = cast("Sequence[BaseAuthentication]", drf_request.authenticators)
             challenge = (
                 authenticators[0].authenticate_header(drf_request) if authenticators else None
             )
@@ -278,6 +286,9 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
         _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     )
     prediction = service.predict(name, decoder, version=number, protocol="v2")
+    # Both set by service.predict: the decoder ran, and the answer carries its signature.
+    assert decoder.request is not None
+    assert prediction.signature is not None
     content, json_length = encode_response(
         model_name=prediction.model,
         model_version=str(prediction.version),

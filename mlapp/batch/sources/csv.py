@@ -70,7 +70,7 @@ class CSVSource(FileSource):
         return chunker.finish(self.format, "The CSV file has a header but no rows.")
 
     def read(self, chunk: Chunk) -> list[Item]:
-        items = []
+        items: list[Item] = []
         with self.opener() as fh:
             columns, key, layout = self._header(LineReader(fh, 0))
             lines = LineReader(fh, chunk.offset)

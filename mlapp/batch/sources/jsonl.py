@@ -61,7 +61,7 @@ class JSONLSource(FileSource):
         return chunker.finish(self.format, "The JSON Lines file has no lines.")
 
     def read(self, chunk: Chunk) -> list[Item]:
-        items = []
+        items: list[Item] = []
         with self.opener() as fh:
             lines = LineReader(fh, chunk.offset)
             position = chunk.start

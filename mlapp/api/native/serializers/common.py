@@ -33,6 +33,7 @@ class JSONObjectField(serializers.Field):
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, UploadedFile):
+            assert data.size is not None  # an uploaded file always has its size
             if data.size > MAX_JSON_FILE:
                 raise serializers.ValidationError(f"The file is over {MAX_JSON_FILE} bytes.")
             data = data.read()

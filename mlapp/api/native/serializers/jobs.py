@@ -11,7 +11,7 @@ from mlapp.api.native.base import get_model, get_version
 from mlapp.api.native.serializers.common import JSONObjectField, absolute_url
 from mlapp.batch.sources import EXTENSIONS
 from mlapp.exceptions import ModelNotFound
-from mlapp.models import BatchJob, BatchPrediction
+from mlapp.models import BatchJob, BatchPrediction, ModelVersion
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -54,7 +54,8 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_source_file(self, obj: BatchJob) -> str | None:
         """Name of the uploaded input file; null for a registered source."""
-        return os.path.basename(obj.source_file.name) if obj.source_file else None
+        name = obj.source_file.name  # a FieldFile is true when it has a name
+        return os.path.basename(name) if name else None
 
     def get_progress(self, obj: BatchJob) -> float | None:
         """Share of items handled, done or failed (0..1); null while the total is unknown."""
@@ -72,7 +73,8 @@ class JobCreateSerializer(serializers.Serializer):
         required=False, min_value=1, help_text="Version to run; default: production."
     )
     file = serializers.FileField(required=False, help_text=f"Input file: {', '.join(EXTENSIONS)}.")
-    source = serializers.RegexField(
+    # The metaclass moves declared fields off the class; the stubs see Field.source here.
+    source = serializers.RegexField(  # type: ignore[assignment]
         r"^[\w.-]+$",
         max_length=100,
         required=False,
@@ -91,6 +93,7 @@ class JobCreateSerializer(serializers.Serializer):
             model = get_model(attrs["model"])
         except ModelNotFound as exc:
             raise serializers.ValidationError({"model": exc.message}) from None
+        version: ModelVersion | None
         if "version" in attrs:
             try:
                 version = get_version(model.name, attrs["version"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -32,7 +32,8 @@ class ModelListSerializer(serializers.ModelSerializer):
         return obj.production_version
 
     def _state(self, obj: MLModel) -> dict[str, Any]:
-        cache = self.context.setdefault("readiness", {})
+        # The stubs type the context as a Mapping; DRF keeps the dict it was given.
+        cache = cast("dict[str, Any]", self.context).setdefault("readiness", {})
         if obj.pk not in cache:
             cache[obj.pk] = readiness(obj, self._production(obj))
         return cache[obj.pk]

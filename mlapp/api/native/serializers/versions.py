@@ -45,7 +45,10 @@ class VersionListSerializer(serializers.ModelSerializer):
 class VersionDetailSerializer(VersionListSerializer):
     signature = serializers.SerializerMethodField()
     artifact_signature = SignatureSerializer(source="signature", read_only=True)
-    parent = serializers.IntegerField(source="parent.version", read_only=True, allow_null=True)
+    # The metaclass moves declared fields off the class; the stubs see Field.parent here.
+    parent = serializers.IntegerField(  # type: ignore[assignment]
+        source="parent.version", read_only=True, allow_null=True
+    )
     created_by = serializers.CharField(
         source="created_by.get_username", read_only=True, allow_null=True
     )
@@ -75,7 +78,9 @@ class VersionDetailSerializer(VersionListSerializer):
         return public_signature(obj)
 
     def get_filename(self, obj: ModelVersion) -> str:
-        return os.path.basename(obj.artifact.name)
+        name = obj.artifact.name
+        assert name is not None  # the artifact is a required file field
+        return os.path.basename(name)
 
     def get_artifact_url(self, obj: ModelVersion) -> str:
         return absolute_url(self, "version-artifact", name=obj.model.name, version=obj.version)

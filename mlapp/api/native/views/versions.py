@@ -134,7 +134,9 @@ class ArtifactView(MLAppAPIView):
             handle = found.artifact.open("rb")
         except FileNotFoundError:
             raise NotFound(f"The artifact file of {found} is missing from storage.") from None
-        extension = posixpath.splitext(found.artifact.name)[1]
+        stored = found.artifact.name
+        assert stored is not None  # the artifact is a required file field
+        extension = posixpath.splitext(stored)[1]
         response = FileResponse(
             handle,
             as_attachment=True,
