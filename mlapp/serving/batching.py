@@ -31,7 +31,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -184,8 +184,7 @@ class MicroBatcher:
             self._lead()
         if job.error is not None:
             raise job.error
-        assert job.result is not None  # a job done without an error has its result
-        return job.result
+        return cast(Arrays, job.result)  # a job done without an error holds its result
 
     def _enqueue(self, inputs: Arrays, rows: int) -> _Job:
         """Queue a request behind the running call (locked); its thread then waits."""
