@@ -1,4 +1,5 @@
-"""Local paths for what callers hand in: a path, an upload, or any file object."""
+"""Files callers hand in: a local path for a path, an upload or any file object; storing one
+with the row that names it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
+
+from django.core.files import File
+from django.db.models.fields.files import FieldFile
 
 
 @contextmanager
@@ -33,3 +37,17 @@ def as_local_file(source: str | os.PathLike | IO[bytes]) -> Iterator[str]:
         yield tmp
     finally:
         os.unlink(tmp)
+
+
+def save_with_file(row: Any, field_file: FieldFile, name: str, path: str) -> None:
+    """Store the file at ``path`` as ``name`` in ``field_file``, then save ``row``.
+
+    Nothing stays stored on failure: a row that cannot be saved takes its file away with it.
+    """
+    with open(path, "rb") as fh:
+        field_file.save(name, File(fh), save=False)
+    try:
+        row.save()
+    except Exception:
+        field_file.delete(save=False)
+        raise

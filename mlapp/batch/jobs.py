@@ -19,7 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, cast
 
-from django.core.files import File
 from django.db import connections, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
@@ -31,7 +30,7 @@ from mlapp.exceptions import (
     BadSource,
     QueueUnavailable,
 )
-from mlapp.files import as_local_file
+from mlapp.files import as_local_file, save_with_file
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
 from mlapp.serving.service import service
 
@@ -193,13 +192,7 @@ def prepare_job(
         opener = cast(Opener, partial(open, path, "rb"))
         plan = file_source(name, opener, signature, path).plan(size)
         job.total = plan.total
-        with open(path, "rb") as fh:
-            job.source_file.save(name, File(fh), save=False)
-        try:
-            job.save()
-        except Exception:
-            job.source_file.delete(save=False)
-            raise
+        save_with_file(job, job.source_file, name, path)
     return job, plan
 
 

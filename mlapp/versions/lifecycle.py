@@ -16,13 +16,12 @@ import os
 from typing import IO, Any
 
 from django.apps import apps
-from django.core.files import File
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from mlapp.exceptions import StageError
-from mlapp.files import as_local_file
+from mlapp.files import as_local_file, save_with_file
 from mlapp.models import MLModel, ModelVersion
 from mlapp.versions.inspection import ArtifactReport, validate_artifact
 
@@ -89,14 +88,7 @@ def register_version(
                 notes=notes,
                 created_by=created_by,
             )
-            with open(path, "rb") as fh:
-                version.artifact.save(filename, File(fh), save=False)
-            try:
-                version.save()
-            except Exception:
-                # Nothing stored on failure: remove the file the row would have named.
-                version.artifact.delete(save=False)
-                raise
+            save_with_file(version, version.artifact, filename, path)
             if created_by is not None:
                 log_change(
                     created_by,
