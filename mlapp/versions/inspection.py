@@ -177,6 +177,7 @@ def validate_artifact(
     ``isolated``, the artifact is loaded and run in a separate process that is killed after
     ``timeout`` seconds (default ``MLAPP["VALIDATION_TIMEOUT"]``).
     """
+    # Here, not at the top: the validation worker imports this module and no Django.
     from mlapp.conf import settings
     from mlapp.serving.loading import runtime_class
 

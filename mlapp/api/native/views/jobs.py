@@ -30,6 +30,7 @@ from mlapp.api.native.serializers.jobs import (
     JobSerializer,
 )
 from mlapp.api.permissions import MANAGE
+from mlapp.batch.writers import streaming_response
 from mlapp.exceptions import Conflict, NotFound
 from mlapp.models import BatchJob, BatchPrediction
 
@@ -160,8 +161,6 @@ class JobDownloadView(MLAppGenericView):
     read_access = write_access = MANAGE
 
     def get(self, request: Request, pk: int) -> Any:
-        from mlapp.batch.writers import streaming_response
-
         fmt = request.query_params.get("as", "jsonl")
         if fmt not in {"csv", "jsonl"}:
             raise ValidationError({"as": "Use 'csv' or 'jsonl'."})

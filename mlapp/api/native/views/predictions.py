@@ -10,6 +10,7 @@ from mlapp.api.native import schema_docs as docs
 from mlapp.api.native.base import MLAppGenericView, get_model
 from mlapp.api.native.serializers.jobs import BatchPredictionSerializer
 from mlapp.api.permissions import PREDICT
+from mlapp.batch import latest_prediction
 from mlapp.exceptions import NotFound
 
 
@@ -21,8 +22,6 @@ class StoredPredictionView(MLAppGenericView):
     serializer_class = BatchPredictionSerializer
 
     def get(self, request: Request, name: str, key: str) -> Response:
-        from mlapp.batch import latest_prediction
-
         found = latest_prediction(name, key)
         if found is None:
             get_model(name)
