@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import QuerySet
 
 from mlapp.batch.sources.base import Chunk, Chunker, Item, Plan, Source
@@ -76,5 +77,5 @@ class QuerySetSource(Source):
 def _field(meta: Any, name: str, source: str) -> Any:
     try:
         return meta.get_field(name)
-    except Exception:
+    except FieldDoesNotExist:
         raise BadSource(f"Source {source!r}: {meta.label} has no field {name!r}.") from None
