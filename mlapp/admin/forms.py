@@ -26,7 +26,7 @@ class VersionUploadForm(forms.ModelForm):
     """A new version: the model and the artifact are required; the signature only for a
     TorchScript archive whose model has no production version to inherit one from.
 
-    ``clean()`` validates the artifact in a separate process (``mlapp.versions.inspection``); the
+    ``clean()`` validates the artifact in a separate process (``mlapp.versions.validation``); the
     report is kept in :attr:`report` and the admin stores the version from it.
     """
 

@@ -1,39 +1,23 @@
-"""Check an artifact before anything is stored: format, safety, signature, a smoke run.
+"""Inspect an artifact: load it with its runtime, settle its signature, run a smoke prediction.
 
-Two ways to run the same checks:
-
-- :func:`validate_artifact` in this process (``manage.py register_model``, tests);
-- ``validate_artifact(..., isolated=True)`` loads and runs the artifact in a separate Python
-  process (``python -m mlapp.versions.worker``) with a time limit, so an artifact that
-  hangs, crashes or eats the interpreter cannot take the web worker down (the admin's
-  upload uses this).
-
-The size limit and the format detection (which reads bytes and never unpickles) run here
-first in both cases, so an obviously bad file is refused without starting a process.
+No Django here: the validation worker (``python -m mlapp.versions.worker``) runs
+:func:`run_validation_request` in its own process. :mod:`mlapp.versions.validation` decides
+where the inspection runs, with the project's settings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, overload
 
-from mlapp import exceptions
 from mlapp.exceptions import ArtifactError, MLAppError
 from mlapp.runtimes.base import Runtime
-from mlapp.runtimes.detect import detect_format
 from mlapp.runtimes.tensors import Signature, sample_inputs, signatures_compatible
-
-#: Longest error text taken from a validation process's output.
-_MAX_ERROR_CHARS = 600
 
 
 @dataclass
@@ -88,10 +72,10 @@ def check_size(path: str, limit: int) -> int:
 
 
 @overload
-def _as_signature(value: Mapping[str, Any] | Signature) -> Signature: ...
+def as_signature(value: Mapping[str, Any] | Signature) -> Signature: ...
 @overload
-def _as_signature(value: Mapping[str, Any] | Signature | None) -> Signature | None: ...
-def _as_signature(value: Mapping[str, Any] | Signature | None) -> Signature | None:
+def as_signature(value: Mapping[str, Any] | Signature | None) -> Signature | None: ...
+def as_signature(value: Mapping[str, Any] | Signature | None) -> Signature | None:
     if value is None or isinstance(value, Signature):
         return value
     return Signature.from_dict(value)
@@ -111,7 +95,7 @@ def inspect_artifact(
 
     No Django here: the validation process calls this too.
     """
-    declared_sig = _as_signature(declared)
+    declared_sig = as_signature(declared)
     started = time.perf_counter()
     runtime = runtime_class(options or {})
     runtime.load(path, device=device)
@@ -119,7 +103,7 @@ def inspect_artifact(
     try:
         own = runtime.signature
         if own is None:
-            signature = declared_sig or _as_signature(inherited)
+            signature = declared_sig or as_signature(inherited)
             if signature is None:
                 raise ArtifactError(
                     "A TorchScript archive carries no signature: upload a signature JSON "
@@ -160,109 +144,6 @@ def inspect_artifact(
         load_seconds=load_seconds,
         predict_seconds=predict_seconds,
     )
-
-
-def validate_artifact(
-    path: str,
-    *,
-    declared: dict[str, Any] | Signature | None = None,
-    inherited: dict[str, Any] | None = None,
-    isolated: bool = False,
-    timeout: float | None = None,
-) -> ArtifactReport:
-    """Inspect the artifact at ``path`` and return its report, or raise ``ArtifactError``.
-
-    ``declared`` is a signature given with the upload; ``inherited`` the signature of the
-    model's production version, used for TorchScript archives that carry none. With
-    ``isolated``, the artifact is loaded and run in a separate process that is killed after
-    ``timeout`` seconds (default ``MLAPP["VALIDATION_TIMEOUT"]``).
-    """
-    # Here, not at the top: the validation worker imports this module and no Django.
-    from mlapp.conf import settings
-    from mlapp.serving.loading import runtime_class
-
-    check_size(path, settings.MAX_UPLOAD_SIZE)
-    fmt = detect_format(path)
-    cls = runtime_class(fmt)
-    if isolated:
-        return _validate_in_subprocess(
-            {
-                "path": os.path.abspath(path),
-                "format": fmt,
-                "runtime": f"{cls.__module__}.{cls.__qualname__}",
-                "declared": _as_signature(declared).to_dict() if declared is not None else None,
-                "inherited": inherited,
-                "device": settings.DEVICE,
-                "options": settings.runtime_options(fmt),
-            },
-            timeout=settings.VALIDATION_TIMEOUT if timeout is None else timeout,
-        )
-    return inspect_artifact(
-        path,
-        fmt,
-        cls,
-        declared=declared,
-        inherited=inherited,
-        device=settings.DEVICE,
-        options=settings.runtime_options(fmt),
-    )
-
-
-def _validate_in_subprocess(request: dict[str, Any], *, timeout: float) -> ArtifactReport:
-    env = dict(os.environ)
-    # The child imports what this process can: the project's runtimes and handlers.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "mlapp.versions.worker"],
-            input=json.dumps(request).encode(),
-            capture_output=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ArtifactError(
-            f"Loading the artifact and running a sample prediction took longer than "
-            f"{timeout:g} s (MLAPP['VALIDATION_TIMEOUT']); the validation process was stopped."
-        ) from None
-    answer = _last_json_line(result.stdout)
-    if answer is None:
-        raise ArtifactError(
-            f"The artifact crashed the validation process ({_exit_reason(result.returncode)})"
-            f"{_tail(result.stderr)}."
-        )
-    if "report" in answer:
-        return ArtifactReport.from_dict(answer["report"])
-    error_class = getattr(exceptions, str(answer.get("error_class")), None)
-    if not (isinstance(error_class, type) and issubclass(error_class, MLAppError)):
-        error_class = ArtifactError
-    raise error_class(str(answer.get("error") or "Validation failed."))
-
-
-def _last_json_line(output: bytes) -> dict[str, Any] | None:
-    for line in reversed(output.decode("utf-8", "replace").splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _tail(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    return f": {lines[-1][:_MAX_ERROR_CHARS]}" if lines else ""
 
 
 def run_validation_request(request: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from django.utils import timezone
 from mlapp.exceptions import StageError
 from mlapp.files import as_local_file, save_with_file
 from mlapp.models import MLModel, ModelVersion
-from mlapp.versions.inspection import ArtifactReport, validate_artifact
+from mlapp.versions.inspection import ArtifactReport
+from mlapp.versions.validation import validate_artifact
 
 logger = logging.getLogger("mlapp.versions.lifecycle")
 

@@ -1,7 +1,7 @@
 """The separate process that loads an uploaded artifact and runs a sample prediction.
 
 ``python -m mlapp.versions.worker`` reads one JSON request on standard input (see
-``mlapp.versions.inspection.validate_artifact(..., isolated=True)``) and writes one JSON line on
+``mlapp.versions.validation.validate_artifact(..., isolated=True)``) and writes one JSON line on
 standard output: ``{"report": {...}}`` or ``{"error": "...", "error_class": "..."}``. It
 imports no Django. Whatever the artifact prints goes to standard error, so stray output
 cannot garble the answer.

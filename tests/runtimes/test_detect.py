@@ -18,7 +18,7 @@ import torch
 from mlapp.exceptions import ArtifactError, UnsafeArtifact
 from mlapp.runtimes.detect import check_pickle_globals, detect_format
 from mlapp.runtimes.torch_export import TorchExportRuntime
-from mlapp.versions.inspection import validate_artifact
+from mlapp.versions.validation import validate_artifact
 from tests import artifacts
 
 # --- hostile payloads
