@@ -21,16 +21,25 @@ Decoder = Callable[[Signature], dict[str, np.ndarray]]
 
 
 def named(inputs: Any) -> Decoder:
-    """The decoder of values keyed by input name (or a bare value for a one-input model)."""
-    return lambda signature: validate_inputs(signature, inputs)
+    """The decoder of values keyed by input name (or a bare value for a one-input model).
+
+    The service checks the rows of what any decoder returns; this one leaves that to it.
+    """
+    return lambda signature: _arrays(signature, inputs)
 
 
 def validate_inputs(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
-    """Check named inputs against a signature and return them as arrays.
+    """Check named inputs against a signature and return them as arrays, rows included.
 
     ``inputs`` is a mapping of input name -> value; a model with one input also accepts
     the bare value.
     """
+    arrays = _arrays(signature, inputs)
+    check_rows(arrays)
+    return arrays
+
+
+def _arrays(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
     if not isinstance(inputs, Mapping):
         if len(signature.inputs) != 1:
             raise InvalidInput(
@@ -47,9 +56,7 @@ def validate_inputs(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
             f"Unknown input(s): {', '.join(map(str, extra))}; "
             f"this model takes {', '.join(signature.input_names)}."
         )
-    arrays = {spec.name: coerce_input(spec, inputs[spec.name]) for spec in signature.inputs}
-    check_rows(arrays)
-    return arrays
+    return {spec.name: coerce_input(spec, inputs[spec.name]) for spec in signature.inputs}
 
 
 def check_rows(arrays: Mapping[str, np.ndarray]) -> None:
