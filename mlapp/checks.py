@@ -102,8 +102,8 @@ def check_production_artifacts(
     if not databases:
         return []
     from mlapp.models import ModelVersion
+    from mlapp.runtimes.integrity import file_sha256
     from mlapp.serving.loading import local_artifact
-    from mlapp.versions.inspection import file_sha256
 
     errors: list[CheckMessage] = []
     for version in ModelVersion.objects.filter(stage="production").select_related("model"):

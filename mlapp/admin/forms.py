@@ -91,7 +91,7 @@ class VersionUploadForm(forms.ModelForm):
         try:
             with as_local_file(upload) as path:
                 self.report = validate_upload(
-                    path, model.name, signature=cleaned.get("signature_file"), isolated=True
+                    path, model.name, signature=cleaned.get("signature_file")
                 )
         except MLAppError as exc:
             self.add_error("artifact_file", exc.message)

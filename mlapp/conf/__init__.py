@@ -61,6 +61,7 @@ class MLAppSettings:
     STAGING_CACHE_SIZE: int
     POLL_INTERVAL: float
     VALIDATION_TIMEOUT: float
+    VALIDATION_MEMORY: int
     V2_MAX_REQUEST_SIZE: int | None
     V2_SKIP_MIDDLEWARE: bool
     #: The permission classes (or DRF's composed permissions), imported.

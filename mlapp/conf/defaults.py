@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": 1.0,
     # Seconds an uploaded artifact may take to load and run a sample in its validation process.
     "VALIDATION_TIMEOUT": 60,
+    # Bytes of address space the validation process may map (RLIMIT_AS); beyond, the upload is
+    # refused. torch alone maps about 0.7 GiB; raise it for large models.
+    "VALIDATION_MEMORY": 4 * 1024**3,
     # Largest Open Inference Protocol V2 request body, in bytes, before and after
     # decompression (413 beyond); None: Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
     "V2_MAX_REQUEST_SIZE": None,

@@ -216,6 +216,11 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "VALIDATION_TIMEOUT": _rule(
         lambda v: _seconds(v) and v > 0, "must be a positive number of seconds.", "e.g. 60.", float
     ),
+    "VALIDATION_MEMORY": _rule(
+        lambda v: _positive_int(v) and v >= 256 * 1024**2,
+        "must be a number of bytes of at least 256 MiB.",
+        "e.g. 4 * 1024**3.",
+    ),
     "V2_MAX_REQUEST_SIZE": _rule(
         _optional_positive_int,
         "must be None or a positive integer.",

@@ -4,7 +4,10 @@ TorchScript archives, ``torch.save`` files and ``torch.export`` ``.pt2`` archive
 zip files with pickles inside, so they are told apart by their member names, never by the
 file's extension. Pickles found inside a TorchScript or torch.export archive are scanned
 (not loaded) and refused when they reference anything beyond tensors and TorchScript
-classes; torch.export archives carrying compiled (AOTInductor) code are refused.
+classes; torch.export archives carrying compiled (AOTInductor) code are refused, and their
+serialized program is read as data (:mod:`mlapp.runtimes.export_program`). Every archive's
+directory is checked before anything inflates (:mod:`mlapp.runtimes.archives`); TorchScript
+code may call ATen operators only, and never reads files.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import cast
 
 from mlapp.exceptions import ArtifactError, UnsafeArtifact
+from mlapp.runtimes.archives import ZIP_ERRORS, check_directory, open_archive, read_member
+from mlapp.runtimes.export_program import check_program_json
 
 TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch_export"
@@ -183,33 +188,55 @@ def _decompressed_head(path: Path) -> bytes:
 
 
 def _detect_zip(path: Path) -> str:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            members = {_strip_root(n) for n in names}
-            if "archive_format" in members or "models/model.json" in members:
-                _check_export_archive(zf)
-                return TORCH_EXPORT
-            if "data.pkl" in members and any(m.startswith("code/") for m in members):
-                for info in zf.infolist():
-                    name = info.filename
-                    if name.endswith(".pkl") and not name.endswith(".debug_pkl"):
-                        check_pickle_globals(zf.read(info), member=name)
-                return TORCHSCRIPT
-            if "data.pkl" in members:
-                raise UnsafeArtifact(
-                    "This file was written by torch.save (a pickled module or state dict), "
-                    f"which can run arbitrary code when loaded. {_PICKLE_HINT}"
-                )
-    except zipfile.BadZipFile as exc:
-        raise ArtifactError(f"The artifact is a damaged zip archive: {exc}") from None
+    with open_archive(path) as zf:
+        members = {_strip_root(n) for n in zf.namelist()}
+        if "archive_format" in members or "models/model.json" in members:
+            _check_export_archive(zf)
+            return TORCH_EXPORT
+        if "data.pkl" in members and any(m.startswith("code/") for m in members):
+            _check_torchscript_archive(zf)
+            return TORCHSCRIPT
+        if "data.pkl" in members:
+            raise UnsafeArtifact(
+                "This file was written by torch.save (a pickled module or state dict), "
+                f"which can run arbitrary code when loaded. {_PICKLE_HINT}"
+            )
     raise ArtifactError(
         "This zip archive is neither a TorchScript archive nor a torch.export .pt2 archive."
     )
 
 
+#: Operator namespaces TorchScript code may call: ATen, TorchScript's primitives and the
+#: quantized kernels. Others come from extensions loaded into the process (anything goes).
+_TORCHSCRIPT_NAMESPACES = frozenset({"aten", "prim", "quantized", "_quantized"})
+_TORCHSCRIPT_OPS = re.compile(rb"\bops\.([A-Za-z_][A-Za-z0-9_]*)")
+#: TorchScript functions that read or map files (``torch.from_file``).
+_TORCHSCRIPT_FILE_ACCESS = re.compile(rb"\bfrom_file\b")
+
+
+def _check_torchscript_archive(zf: zipfile.ZipFile) -> None:
+    """Scan a TorchScript archive's pickles (never loaded) and its code's operator calls."""
+    for info in zf.infolist():
+        name = info.filename
+        member = _strip_root(name)
+        if name.endswith(".pkl") and not name.endswith(".debug_pkl"):
+            check_pickle_globals(read_member(zf, info), member=name)
+        elif member.startswith("code/") and name.endswith(".py"):
+            code = read_member(zf, info)
+            if _TORCHSCRIPT_FILE_ACCESS.search(code):
+                raise UnsafeArtifact(
+                    f"{name} reads files (from_file), which a model never needs. {_PICKLE_HINT}"
+                )
+            for namespace in _TORCHSCRIPT_OPS.findall(code):
+                if namespace.decode() not in _TORCHSCRIPT_NAMESPACES:
+                    raise UnsafeArtifact(
+                        f"{name} calls operators of the {namespace.decode()!r} namespace; "
+                        "mlapp serves TorchScript that uses ATen operators only."
+                    )
+
+
 def _check_export_archive(zf: zipfile.ZipFile) -> None:
-    """Scan every member of a torch.export archive that torch.export.load may unpickle."""
+    """Scan every member of a torch.export archive that torch.export.load interprets."""
     raw = _raw_tensor_records(zf)
     for info in zf.infolist():
         member = _strip_root(info.filename)
@@ -222,10 +249,13 @@ def _check_export_archive(zf: zipfile.ZipFile) -> None:
             )
         if member in raw:
             continue
-        data = zf.read(info)
-        if _is_json(data):
+        data = read_member(zf, info)
+        if member.startswith("models/"):
+            # The serialized program: torch evaluates parts of it (guards, sizes, targets).
+            check_program_json(data, info.filename)
+        elif _is_json(data):
             continue
-        if data[:4] == b"PK\x03\x04":
+        elif data[:4] == b"PK\x03\x04":
             _check_saved_zip(data, info.filename)
         else:
             check_pickle_globals(data, member=info.filename)
@@ -241,7 +271,7 @@ def _raw_tensor_records(zf: zipfile.ZipFile) -> set[str]:
         if folder is None or not member.endswith("_config.json"):
             continue
         try:
-            entries = json.loads(zf.read(info))["config"].values()
+            entries = json.loads(read_member(zf, info))["config"].values()
             for entry in entries:
                 path_name, use_pickle = entry["path_name"], entry["use_pickle"]
                 target = (
@@ -272,12 +302,14 @@ def _is_json(data: bytes) -> bool:
 def _check_saved_zip(data: bytes, member: str) -> None:
     """Scan the pickles of a torch.save zip nested in an archive (torch.load reads them)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as inner:
-            for info in inner.infolist():
-                if info.filename.endswith(".pkl"):
-                    check_pickle_globals(inner.read(info), member=f"{member}:{info.filename}")
-    except zipfile.BadZipFile as exc:
+        inner = zipfile.ZipFile(io.BytesIO(data))
+    except ZIP_ERRORS as exc:
         raise ArtifactError(f"{member} is a damaged zip archive: {exc}") from None
+    with inner:
+        check_directory(inner, len(data))
+        for info in inner.infolist():
+            if info.filename.endswith(".pkl"):
+                check_pickle_globals(read_member(inner, info), member=f"{member}:{info.filename}")
 
 
 def _strip_root(name: str) -> str:

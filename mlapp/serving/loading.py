@@ -25,6 +25,8 @@ from mlapp.conf import settings
 from mlapp.exceptions import ArtifactError, InferenceError
 from mlapp.handlers import BaseHandler
 from mlapp.runtimes.base import Runtime
+from mlapp.runtimes.detect import detect_format
+from mlapp.runtimes.integrity import file_sha256
 from mlapp.runtimes.tensors import Signature, sample_inputs
 from mlapp.serving import metrics
 from mlapp.serving.batching import MicroBatcher
@@ -214,12 +216,37 @@ def retire(loaded: LoadedModel) -> None:
         metrics.fold_batch_counts()
 
 
+def verify_artifact(version: ModelVersion, path: str) -> None:
+    """Refuse to load a file that is not the one validated at upload.
+
+    The bytes must hash to the sha256 recorded at upload, and the format checks (which read
+    the archive as data) must pass again: a file swapped in storage, or a version stored
+    before a check existed, is never handed to torch or ONNX Runtime.
+    """
+    if not os.path.exists(path):
+        raise ArtifactError(f"The artifact file of {version} is missing from storage.")
+    digest = file_sha256(path)
+    if digest != version.sha256:
+        raise ArtifactError(
+            f"The artifact file of {version} has sha256 {digest}, not the {version.sha256} "
+            "recorded when it was validated: it was changed in storage; refusing to load it."
+        )
+    fmt = detect_format(path)
+    if fmt != version.format:
+        raise ArtifactError(
+            f"The artifact file of {version} is {fmt}, not the {version.format} it was "
+            "validated as; refusing to load it."
+        )
+
+
 def load_version(version: ModelVersion) -> LoadedModel:
-    """Load a stored version (artifact, signature, handler) into a :class:`LoadedModel`."""
+    """Load a stored version (artifact, signature, handler) into a :class:`LoadedModel`.
+
+    The artifact is verified first (:func:`verify_artifact`).
+    """
     signature = Signature.from_dict(version.signature)
     with local_artifact(version) as path:
-        if not os.path.exists(path):
-            raise ArtifactError(f"The artifact file of {version} is missing from storage.")
+        verify_artifact(version, path)
         runtime = load_runtime(path, version.format, signature)
     handler = load_handler(version.model, signature)
     loaded = LoadedModel(

@@ -7,7 +7,6 @@ where the inspection runs, with the project's settings.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import time
@@ -17,6 +16,7 @@ from typing import Any, overload
 
 from mlapp.exceptions import ArtifactError, MLAppError
 from mlapp.runtimes.base import Runtime
+from mlapp.runtimes.integrity import file_sha256
 from mlapp.runtimes.tensors import Signature, sample_inputs, signatures_compatible
 
 
@@ -51,14 +51,6 @@ class ArtifactReport:
             load_seconds=float(data["load_seconds"]),
             predict_seconds=float(data["predict_seconds"]),
         )
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_size(path: str, limit: int) -> int:
@@ -162,6 +154,8 @@ def run_validation_request(request: Mapping[str, Any]) -> dict[str, Any]:
         )
     except MLAppError as exc:
         return {"error": exc.message, "error_class": type(exc).__name__}
+    except MemoryError:
+        raise  # the worker answers with its memory limit
     except Exception as exc:
         return {"error": f"Validation failed: {type(exc).__name__}: {exc}"}
     return {"report": report.to_dict()}

@@ -42,19 +42,18 @@ def register_version(
     filename: str | None = None,
     created_by: Any = None,
     promote: bool = False,
-    isolated: bool = False,
     report: ArtifactReport | None = None,
 ) -> ModelVersion:
     """Validate an artifact, then store it as the model's next version (in ``staging``).
 
     The model is created if it does not exist. Nothing is stored when validation fails:
-    the ``ArtifactError`` propagates before any row or file is written. ``isolated`` loads
-    the artifact in a separate process with a time limit (the admin's upload); ``report``
-    is the result of a validation this caller already ran on this very file.
+    the ``ArtifactError`` propagates before any row or file is written. The artifact is
+    loaded and run in the validation sandbox (:mod:`mlapp.versions.sandbox`), whoever calls;
+    ``report`` is the result of a validation this caller already ran on this very file.
     """
     with as_local_file(artifact) as path:
         if report is None:
-            report = validate_upload(path, model_name, signature=signature, isolated=isolated)
+            report = validate_upload(path, model_name, signature=signature)
         if filename is None:
             filename = os.path.basename(getattr(artifact, "name", None) or os.fspath(path))
         with transaction.atomic():
@@ -118,12 +117,9 @@ def validate_upload(
     model_name: str,
     *,
     signature: dict[str, Any] | None = None,
-    isolated: bool = False,
 ) -> ArtifactReport:
     """Validate the file at ``path`` as a new version of ``model_name`` (stores nothing)."""
-    return validate_artifact(
-        path, declared=signature, inherited=inherited_signature(model_name), isolated=isolated
-    )
+    return validate_artifact(path, declared=signature, inherited=inherited_signature(model_name))
 
 
 def promote_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:

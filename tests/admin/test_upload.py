@@ -16,7 +16,7 @@ from django.test import TestCase, override_settings
 from django.urls import reverse
 
 from mlapp.models import MLModel, ModelVersion
-from mlapp.versions.inspection import file_sha256
+from mlapp.runtimes.integrity import file_sha256
 from tests import artifacts
 from tests.admin.tiny_models import iris_file, register_iris_and_digits
 
