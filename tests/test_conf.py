@@ -17,10 +17,7 @@ from mlapp.conf.rules import BatchSource, InvalidSetting
 from mlapp.runtimes.onnx import OnnxRuntime
 from mlapp.serving.registry import registry
 from mlapp.versions.lifecycle import register_version
-
-
-class TaggedOnnxRuntime(OnnxRuntime):
-    """A project's own runtime for the ONNX format (RUNTIMES["onnx"]["BACKEND"])."""
+from tests.importable.tagged_runtime import TaggedOnnxRuntime
 
 
 def flowers_source(**params):
@@ -171,7 +168,9 @@ def test_override_settings_reimports_the_paths():
     default = mlapp_settings.READ_PERMISSION_CLASSES
     assert default == (AllowAny,)
     with override_settings(
-        MLAPP={"RUNTIMES": {"onnx": {"BACKEND": "tests.test_conf.TaggedOnnxRuntime"}}}
+        MLAPP={
+            "RUNTIMES": {"onnx": {"BACKEND": "tests.importable.tagged_runtime.TaggedOnnxRuntime"}}
+        }
     ):
         assert mlapp_settings.runtime_class("onnx") is TaggedOnnxRuntime
     assert mlapp_settings.runtime_class("onnx") is OnnxRuntime
@@ -207,9 +206,11 @@ def test_runtime_class_refuses_a_format_without_a_runtime():
 
 
 def test_a_plain_dotted_path_is_short_for_a_backend():
-    with override_settings(MLAPP={"RUNTIMES": {"onnx": "tests.test_conf.TaggedOnnxRuntime"}}):
+    with override_settings(
+        MLAPP={"RUNTIMES": {"onnx": "tests.importable.tagged_runtime.TaggedOnnxRuntime"}}
+    ):
         assert mlapp_settings.RUNTIMES["onnx"] == {
-            "BACKEND": "tests.test_conf.TaggedOnnxRuntime",
+            "BACKEND": "tests.importable.tagged_runtime.TaggedOnnxRuntime",
             "OPTIONS": {},
         }
         assert mlapp_settings.runtime_class("onnx") is TaggedOnnxRuntime
@@ -232,7 +233,10 @@ def test_a_default_format_may_change_only_its_options():
 
 def test_runtime_options_pass_a_runtimes_own_options_through():
     runtimes = {
-        "onnx": {"BACKEND": "tests.test_conf.TaggedOnnxRuntime", "OPTIONS": {"arena": False}}
+        "onnx": {
+            "BACKEND": "tests.importable.tagged_runtime.TaggedOnnxRuntime",
+            "OPTIONS": {"arena": False},
+        }
     }
     with override_settings(MLAPP={"RUNTIMES": runtimes}):
         assert mlapp_settings.runtime_options("onnx")["arena"] is False
@@ -244,7 +248,7 @@ def test_a_version_loads_with_a_runtime_configured_the_new_way(onnx_file, settin
         "THREADS": 1,
         "RUNTIMES": {
             "onnx": {
-                "BACKEND": "tests.test_conf.TaggedOnnxRuntime",
+                "BACKEND": "tests.importable.tagged_runtime.TaggedOnnxRuntime",
                 "OPTIONS": {"graph_optimization": "basic"},
             }
         },

@@ -143,7 +143,7 @@ def detect_format(path: str | Path) -> str:
         head = fh.read(16)
     if not head:
         raise ArtifactError("The artifact file is empty.")
-    if zipfile.is_zipfile(path):
+    if _is_zip(path):
         return _detect_zip(path)
     if _is_pickle(head):
         raise UnsafeArtifact(f"This file is a Python pickle (e.g. pickle, joblib). {_PICKLE_HINT}")
@@ -161,6 +161,13 @@ def detect_format(path: str | Path) -> str:
         "Unknown artifact format: expected a TorchScript archive, a torch.export .pt2 "
         "archive or an ONNX model."
     )
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except ZIP_ERRORS as exc:  # a damaged end-of-archive record (e.g. "multiple disks")
+        raise ArtifactError(f"The artifact is a damaged zip archive: {exc}") from None
 
 
 def _is_pickle(head: bytes) -> bool:

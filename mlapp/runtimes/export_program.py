@@ -59,15 +59,33 @@ _OTHER_TARGETS = frozenset(
     }
 )
 
-#: Functions an ``expr_str`` may call: sympy's constructors and comparisons, and the
-#: functions torch's deserializer provides (without the power functions, which turn a
-#: short string into an unbounded computation).
+#: Functions an ``expr_str`` may call: sympy's constructors as ``srepr`` writes them (torch
+#: serializes sizes that way), comparisons, and the functions torch's deserializer provides.
+#: Powers are checked apart (:data:`_POWERS`).
 _EXPR_FUNCTIONS = frozenset(
     {
         "Symbol",
         "Integer",
         "Float",
         "Rational",
+        "Add",
+        "Mul",
+        "StrictLessThan",
+        "LessThan",
+        "StrictGreaterThan",
+        "GreaterThan",
+        "Equality",
+        "Unequality",
+        "BooleanTrue",
+        "BooleanFalse",
+        "IntInfinity",
+        "NegativeIntInfinity",
+        "Infinity",
+        "NegativeInfinity",
+        "Zero",
+        "One",
+        "NegativeOne",
+        "Half",
         "Max",
         "Min",
         "Abs",
@@ -102,8 +120,13 @@ _EXPR_FUNCTIONS = frozenset(
         "Identity",
     }
 )
+#: A power turns a short string into an unbounded computation: allowed with a small constant
+#: exponent, over a base holding no other power.
+_POWERS = frozenset({"Pow", "PowByNatural", "FloatPow"})
+_MAX_EXPONENT = 64
 #: Names torch gives its size symbols: s0, s77, u3, ...
 _SYMBOL = re.compile(r"[a-z]{1,3}\d{1,9}")
+_FLOAT_TEXT = re.compile(r"-?\d{1,40}(\.\d{0,40})?(e-?\d{1,3})?")
 _SYMBOL_ASSUMPTIONS = frozenset(
     {"positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite", "nonzero"}
 )
@@ -188,24 +211,49 @@ def check_expression(expr: Any, member: str) -> None:
     nodes = list(ast.walk(tree))
     if len(nodes) > _MAX_EXPR_NODES:
         raise UnsafeArtifact(f"{member}: a symbolic size expression is too large.")
-    # Strings are allowed in one place only: the name given to Symbol(...).
-    symbol_names = {
-        id(node.args[0])
+    # Strings are allowed in two places only: the name given to Symbol(...) and the digits
+    # given to Float(...).
+    strings = {
+        id(node.args[0]): node.func.id
         for node in nodes
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
-        and node.func.id == "Symbol"
+        and node.func.id in {"Symbol", "Float"}
         and node.args
     }
     for node in nodes:
-        if not _allowed_node(node, symbol_names):
+        if not _allowed_node(node, strings):
             raise UnsafeArtifact(
                 f"{member}: the symbolic size {expr[:100]!r} is not plain arithmetic on size "
                 "symbols; torch.export.load would evaluate it as Python."
             )
 
 
-def _allowed_node(node: ast.AST, symbol_names: set[int]) -> bool:
+def _allowed_power(node: ast.Call) -> bool:
+    if len(node.args) != 2 or node.keywords:
+        return False
+    base, exponent = node.args
+    if isinstance(exponent, ast.Call) and isinstance(exponent.func, ast.Name):
+        if exponent.func.id != "Integer" or len(exponent.args) != 1:
+            return False
+        exponent = exponent.args[0]
+    if isinstance(exponent, ast.UnaryOp) and isinstance(exponent.op, ast.USub):
+        exponent = exponent.operand
+    small = (
+        isinstance(exponent, ast.Constant)
+        and type(exponent.value) is int
+        and exponent.value <= _MAX_EXPONENT
+    )
+    nested = any(
+        isinstance(inner, ast.Call)
+        and isinstance(inner.func, ast.Name)
+        and inner.func.id in _POWERS
+        for inner in ast.walk(base)
+    )
+    return small and not nested
+
+
+def _allowed_node(node: ast.AST, strings: dict[int, str]) -> bool:
     if isinstance(node, (ast.Expression, ast.Load, *_EXPR_BINOPS, *_EXPR_UNARY, *_EXPR_COMPARE)):
         return True
     if isinstance(node, ast.BinOp):
@@ -215,7 +263,11 @@ def _allowed_node(node: ast.AST, symbol_names: set[int]) -> bool:
     if isinstance(node, ast.Compare):
         return all(isinstance(op, _EXPR_COMPARE) for op in node.ops)
     if isinstance(node, ast.Call):
-        if not (isinstance(node.func, ast.Name) and node.func.id in _EXPR_FUNCTIONS):
+        if not isinstance(node.func, ast.Name):
+            return False
+        if node.func.id in _POWERS:
+            return _allowed_power(node)
+        if node.func.id not in _EXPR_FUNCTIONS:
             return False
         if node.func.id == "Symbol":
             return len(node.args) == 1 and all(
@@ -224,19 +276,31 @@ def _allowed_node(node: ast.AST, symbol_names: set[int]) -> bool:
                 and isinstance(kw.value.value, bool)
                 for kw in node.keywords
             )
+        if node.func.id == "Float":
+            return len(node.args) == 1 and all(
+                kw.arg == "precision"
+                and isinstance(kw.value, ast.Constant)
+                and type(kw.value.value) is int
+                and 0 < kw.value.value <= 128
+                for kw in node.keywords
+            )
         return not node.keywords
     if isinstance(node, ast.keyword):
-        return node.arg in _SYMBOL_ASSUMPTIONS
+        return node.arg in _SYMBOL_ASSUMPTIONS or node.arg == "precision"
     if isinstance(node, ast.Name):
         return (
             node.id in _EXPR_FUNCTIONS
+            or node.id in _POWERS
             or node.id in {"True", "False"}
             or bool(_SYMBOL.fullmatch(node.id))
         )
     if isinstance(node, ast.Constant):
         value = node.value
         if isinstance(value, str):
-            return id(node) in symbol_names and bool(_SYMBOL.fullmatch(value))
+            kind = strings.get(id(node))
+            if kind == "Symbol":
+                return bool(_SYMBOL.fullmatch(value))
+            return kind == "Float" and bool(_FLOAT_TEXT.fullmatch(value))
         if isinstance(value, bool):
             return True
         if isinstance(value, int):

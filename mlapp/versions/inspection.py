@@ -140,9 +140,17 @@ def inspect_artifact(
 
 def run_validation_request(request: Mapping[str, Any]) -> dict[str, Any]:
     """The validation process's work: ``{"report": ...}`` or ``{"error", "error_class"}``."""
+    path = str(request["runtime"])
     try:
-        module, _, name = str(request["runtime"]).rpartition(".")
+        module, _, name = path.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
+    except Exception as exc:
+        return {
+            "error": f"The runtime {path} cannot be imported in the validation sandbox, which "
+            f"has no Django settings ({type(exc).__name__}: {exc}); keep runtime classes in a "
+            "module that imports no Django."
+        }
+    try:
         report = inspect_artifact(
             request["path"],
             request["format"],

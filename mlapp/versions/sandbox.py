@@ -111,7 +111,7 @@ def _spawn(request: dict[str, Any], scratch: str, *, timeout: float, memory: int
     answer = last_json_line(stdout)
     if answer is not None:
         return answer
-    if _out_of_memory(stderr):
+    if mentions_out_of_memory(stderr.decode("utf-8", "replace")):
         raise ArtifactError(_memory_refusal(memory))
     raise ArtifactError(
         f"The artifact crashed the validation process ({exit_reason(process.returncode)})"
@@ -125,12 +125,20 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _out_of_memory(stderr: bytes) -> bool:
-    text = stderr.decode("utf-8", "replace")
-    return any(
-        sign in text
-        for sign in ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")
-    )
+#: How allocation failures read in Python, C++, torch and ONNX Runtime errors.
+_OUT_OF_MEMORY_SIGNS = (
+    "MemoryError",
+    "std::bad_alloc",
+    "Cannot allocate memory",
+    "out of memory",
+    "can't allocate memory",
+    "Failed to allocate memory",
+    "BFCArena",
+)
+
+
+def mentions_out_of_memory(text: str) -> bool:
+    return any(sign in text for sign in _OUT_OF_MEMORY_SIGNS)
 
 
 def _memory_refusal(memory: int) -> str:
@@ -141,9 +149,10 @@ def _memory_refusal(memory: int) -> str:
     )
 
 
-def out_of_memory_answer(memory: int) -> dict[str, Any]:
+def out_of_memory_answer(memory: int, detail: str = "") -> dict[str, Any]:
     """The worker's answer when the artifact exhausted its memory limit."""
-    return {"error": _memory_refusal(memory), "error_class": "ArtifactError"}
+    message = _memory_refusal(memory) + (f" ({detail[:MAX_ERROR_CHARS]})" if detail else "")
+    return {"error": message, "error_class": "ArtifactError"}
 
 
 def last_json_line(output: bytes) -> dict[str, Any] | None:

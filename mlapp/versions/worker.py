@@ -56,12 +56,15 @@ def main() -> int:
 
     applied = apply_limits(request["limits"]) if request.get("limits") else {}
     from mlapp.versions.inspection import run_validation_request
-    from mlapp.versions.sandbox import out_of_memory_answer
+    from mlapp.versions.sandbox import mentions_out_of_memory, out_of_memory_answer
 
+    memory = int(applied.get("memory", 0))
     try:
         answer = run_validation_request(request)
     except MemoryError:
-        answer = out_of_memory_answer(int(request["limits"]["memory"]))
+        answer = out_of_memory_answer(memory)
+    if memory and "error" in answer and mentions_out_of_memory(str(answer["error"])):
+        answer = out_of_memory_answer(memory, str(answer["error"]))
     answer["sandbox"] = applied
     with os.fdopen(answer_fd, "w", encoding="utf-8") as out:
         out.write("\n" + json.dumps(answer) + "\n")
