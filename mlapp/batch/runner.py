@@ -85,6 +85,21 @@ def _stack_key(arrays: dict[str, np.ndarray]) -> tuple | None:
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(arrays.items()))
 
 
+def check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """Refuse an item whose numbers hold NaN or an infinity (``InvalidInput``).
+
+    A model answers NaN with an answer (iris names a species, with null probabilities)
+    that no one should store as a prediction. The check runs on the arrays as the model
+    gets them, so a value too large for FP16 that became infinite is caught as well.
+    """
+    for name, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise InvalidInput(
+                f"Input {name!r} holds NaN or an infinite value; a batch item's inputs must "
+                "be finite numbers."
+            )
+
+
 def predict_items(model: str, version: int, items: Sequence[Item]) -> list[Result]:
     """Run ``items`` through the inference service, stacked into as few calls as fit.
 
@@ -100,6 +115,7 @@ def predict_items(model: str, version: int, items: Sequence[Item]) -> list[Resul
             continue
         try:
             arrays = item.inputs if item.checked else validate_inputs(signature, item.inputs)
+            check_finite(arrays)
         except InvalidInput as exc:
             results[item.key] = Result(item.key, error=exc.message)
             continue
