@@ -42,6 +42,8 @@ logger = logging.getLogger("mlapp.batch")
 
 #: The Celery task that runs one chunk (mlapp.tasks.run_batch_chunk).
 TASK_NAME = "mlapp.run_batch_chunk"
+#: Seconds a job's chunks may take to reach the broker before the job fails with a 503.
+ENQUEUE_TIMEOUT = 5.0
 #: A pending or running job that stored nothing for this long is stuck (its chunks were
 #: lost with a broker that restarted empty, or with the process that ran them) and may be
 #: resumed. Longer than a chunk takes, and than the broker's visibility timeout, after
@@ -138,16 +140,35 @@ def _send_chunks(
     *,
     skip_stored: bool = False,
 ) -> None:
+    """Send one message per chunk, or fail the job and raise ``QueueUnavailable`` (503).
+
+    The sending runs on a thread given ``ENQUEUE_TIMEOUT`` seconds: a broker that accepts
+    connections but never answers (stopped, swapping, a full disk) would otherwise hold the
+    request as long as the socket has no timeout (forever, by Redis's default). Should that
+    thread deliver its messages later, they find the job failed and do nothing.
+    """
     kwargs = {**policy, "skip_stored": True} if skip_stored else policy
-    try:
-        with app.producer_or_acquire() as producer:
-            for chunk in chunks:
-                app.send_task(
-                    TASK_NAME, args=(job_id, chunk.to_dict()), kwargs=kwargs, producer=producer
-                )
-    except Exception as exc:
-        runner.fail_job(job_id, f"The chunks could not be queued: {exc}")
-        raise QueueUnavailable(f"The batch queue is unavailable: {exc}") from exc
+    outcome: list[BaseException | None] = []
+
+    def send() -> None:
+        try:
+            with app.producer_or_acquire() as producer:
+                for chunk in chunks:
+                    app.send_task(
+                        TASK_NAME, args=(job_id, chunk.to_dict()), kwargs=kwargs, producer=producer
+                    )
+        except Exception as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    sender = threading.Thread(target=send, name=f"mlapp-enqueue-{job_id}", daemon=True)
+    sender.start()
+    sender.join(ENQUEUE_TIMEOUT)
+    error = outcome[0] if outcome else TimeoutError(f"no answer in {ENQUEUE_TIMEOUT:g}s")
+    if error is not None:
+        runner.fail_job(job_id, f"The chunks could not be queued: {error}")
+        raise QueueUnavailable(f"The batch queue is unavailable: {error}") from error
 
 
 def enqueue(
