@@ -24,18 +24,50 @@ from mlapp.batch.sources import Chunk
     ignore_result=True,
 )
 def run_batch_chunk(
-    self: Any, job_id: int, chunk: dict[str, Any], max_retries: int = 3, retry_delay: float = 5.0
+    self: Any,
+    job_id: int,
+    chunk: dict[str, Any],
+    max_retries: int = 3,
+    retry_delay: float = 5.0,
+    skip_stored: bool = False,
+    outages: int = 0,
 ) -> dict[str, int]:
-    """Run one chunk; retry it up to ``max_retries`` times, then fail the job."""
+    """Run one chunk; retry it up to ``max_retries`` times, then fail the job.
+
+    ``skip_stored``: the job was resumed, some keys are stored. ``outages``: how many of
+    this message's retries waited for the database or the broker; those retry with a
+    growing delay up to ``runner.OUTAGE_RETRIES`` times and do not count as failures.
+    """
     part = Chunk.from_dict(chunk)
     # A retry, or a message handed out again (its worker died): keys may be stored already.
-    again = self.request.retries > 0 or bool((self.request.delivery_info or {}).get("redelivered"))
+    again = (
+        skip_stored
+        or self.request.retries > 0
+        or bool((self.request.delivery_info or {}).get("redelivered"))
+    )
     try:
         outcome = runner.run_chunk(job_id, part, skip_stored=again)
     except Exception as exc:
-        attempts = self.request.retries + 1
+        # Celery's own count of retries covers both kinds; the limits are enforced here.
+        # (max_retries=None would mean the task's default of 3, not "no limit".)
+        limit = max_retries + runner.OUTAGE_RETRIES
+        kwargs = {
+            "max_retries": max_retries,
+            "retry_delay": retry_delay,
+            "skip_stored": True,
+            "outages": outages,
+        }
+        if runner.is_outage(exc) and outages < runner.OUTAGE_RETRIES:
+            runner.reset_connections()
+            raise self.retry(
+                exc=exc,
+                countdown=runner.outage_delay(outages + 1),
+                max_retries=limit,
+                kwargs={**kwargs, "outages": outages + 1},
+            ) from exc
+        attempts = self.request.retries - outages + 1
         if attempts > max_retries:
             runner.fail_job(job_id, runner.chunk_failure(part, attempts, exc))
             return {"written": 0, "failed": 0}
-        raise self.retry(exc=exc, countdown=retry_delay, max_retries=max_retries) from exc
+        raise self.retry(exc=exc, countdown=retry_delay, max_retries=limit, kwargs=kwargs) from exc
     return {"written": outcome.written, "failed": outcome.failed}

@@ -46,6 +46,7 @@ urlpatterns = [
     path("jobs/", views.JobListView.as_view(), name="job-list"),
     path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<int:pk>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+    path("jobs/<int:pk>/resume", views.JobResumeView.as_view(), name="job-resume"),
     path("jobs/<int:pk>/predictions/", views.JobPredictionsView.as_view(), name="job-predictions"),
     path("jobs/<int:pk>/download", views.JobDownloadView.as_view(), name="job-download"),
     path("schema/", schema.SchemaView.as_view(), name="schema"),

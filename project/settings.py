@@ -138,16 +138,35 @@ MLAPP = {
 # Celery runs batch job chunks when a broker is set (e.g. redis://127.0.0.1:6379/0); with
 # none, batch jobs run in a background thread of the process that submits them.
 CELERY_BROKER_URL = os.environ.get("MLAPP_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
-# A chunk is acknowledged after it ran, and requeued when its worker dies; Redis hands an
-# unacknowledged message to another worker after visibility_timeout seconds (JSON in
-# MLAPP_CELERY_TRANSPORT_OPTIONS overrides, e.g. '{"visibility_timeout": 60}').
+# A chunk is acknowledged after it ran, and requeued when its worker dies. When a whole
+# worker dies (SIGKILL, a lost machine), Redis hands its unacknowledged messages to another
+# worker once they are visibility_timeout seconds old, at the next sweep of the unacked
+# set (every unacked_restore_interval x unacked_restore_throttle s; kombu's default is
+# 10 x 10 = 100 s). Measured (tests/batch/measure_redelivery.py): 60 s / 5 s / 1 ->
+# redelivered 64.7 s after the kill; the defaults (3600 s / 10 s / 10) -> over an hour.
+# visibility_timeout must exceed the longest chunk plus its retry countdown (<= 30 s), or a
+# chunk still running is handed out again (harmless: writes are idempotent, but wasted).
+# The socket and publish limits keep a stuck broker from holding a request (503 instead).
+# JSON in MLAPP_CELERY_TRANSPORT_OPTIONS overrides, e.g. '{"visibility_timeout": 300}'.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": 3600,
+    "visibility_timeout": 60,
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": 30,
+    "socket_connect_timeout": 3,
+    "socket_timeout": 5,
     **json.loads(os.environ.get("MLAPP_CELERY_TRANSPORT_OPTIONS") or "{}"),
 }
 

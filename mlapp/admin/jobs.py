@@ -1,7 +1,7 @@
-"""The admin of batch jobs: status, a progress bar, counts, errors, and a cancel action.
+"""The admin of batch jobs: status, a progress bar, counts, errors, cancel and resume actions.
 
 Jobs are created by the API, ``manage.py run_batch`` and the host's code, not here: the
-pages are read-only apart from cancelling, which asks for confirmation first
+pages are read-only apart from cancelling and resuming, which ask for confirmation first
 (:mod:`.confirm`).
 """
 
@@ -87,6 +87,53 @@ class CancelJobs(ConfirmedAction):
 CANCEL = CancelJobs()
 
 
+class ResumeJobs(ConfirmedAction):
+    """Selected: jobs. Failed, cancelled and stuck ones go on where they stopped."""
+
+    permission = "mlapp.change_batchjob"
+    template = "admin/mlapp/batchjob/resume_confirmation.html"
+    title = _("Resume batch jobs?")
+    question = _(
+        "These jobs will go on where they stopped: the predictions already stored are kept, "
+        "the missing items run."
+    )
+    button = _("Yes, resume them")
+
+    def plan(self, selected: Sequence[BatchJob]) -> Plan:
+        plan = Plan()
+        for job in selected:
+            (plan.targets if batch.resumable(job) else plan.refused).append(job)
+        return plan
+
+    def apply(self, target: BatchJob, user: Any) -> bool:
+        batch.resume(target)
+        return True
+
+    def done(self, count: int) -> str:
+        return ngettext(
+            "Resumed %(count)d batch job: its missing items are queued.",
+            "Resumed %(count)d batch jobs: their missing items are queued.",
+            count,
+        ) % {"count": count}
+
+    def left_alone(self, plan: Plan, unchanged: int) -> list[str]:
+        skipped = len(plan.refused) + unchanged
+        if not skipped:
+            return []
+        return [
+            ngettext(
+                "%(count)d job succeeded or is still making progress, and was left as it was.",
+                "%(count)d jobs succeeded or are still making progress, and were left as they "
+                "were.",
+                skipped,
+            )
+            % {"count": skipped}
+        ]
+
+
+RESUME = ResumeJobs()
+
+
 class BatchJobAdmin(admin.ModelAdmin):
     list_display = [
         "id",
@@ -104,7 +151,7 @@ class BatchJobAdmin(admin.ModelAdmin):
     list_select_related = ["version__model", "created_by"]
     search_fields = ["=id", "source_name", "source_file", "version__model__name"]
     date_hierarchy = "created_at"
-    actions = ["cancel_selected"]
+    actions = ["cancel_selected", "resume_selected"]
     fields = (
         "version",
         "source",
@@ -130,6 +177,9 @@ class BatchJobAdmin(admin.ModelAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return CANCEL.has_permission(request)
+
+    def has_resume_permission(self, request: HttpRequest) -> bool:
+        return RESUME.has_permission(request)
 
     # -- columns ------------------------------------------------------------------------
 
@@ -204,5 +254,20 @@ class BatchJobAdmin(admin.ModelAdmin):
             CANCEL,
             list(queryset.select_related("version__model")),
             action_name="cancel_selected",
+            cancel_url=request.get_full_path(),
+        )
+
+    # -- resume ------------------------------------------------------------------------------
+
+    @admin.action(
+        description=_("Resume selected failed, cancelled or stuck jobs"), permissions=["resume"]
+    )
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return confirm(
+            self,
+            request,
+            RESUME,
+            list(queryset.select_related("version__model")),
+            action_name="resume_selected",
             cancel_url=request.get_full_path(),
         )

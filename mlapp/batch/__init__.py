@@ -5,6 +5,7 @@ The public functions, for views, commands and the host project's own code::
     from mlapp import batch
     job = batch.create_job("iris", file="flowers.csv")      # or source="flowers"
     batch.cancel(job)
+    batch.resume(job)                                       # failed, cancelled or stuck
     batch.latest_prediction("iris", "17")
 
 ``sources`` (one module per file format, and chunking), ``runner`` (one chunk through the
@@ -21,6 +22,9 @@ from mlapp.batch.jobs import (
     latest_prediction,
     predictions_by_key,
     prepare_job,
+    prepare_resume,
+    resumable,
+    resume,
     submit,
 )
 
@@ -33,5 +37,8 @@ __all__ = [
     "latest_prediction",
     "predictions_by_key",
     "prepare_job",
+    "prepare_resume",
+    "resumable",
+    "resume",
     "submit",
 ]

@@ -11,6 +11,7 @@ that runs twice writes nothing twice and counts nothing twice.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from mlapp.batch.sources import Chunk, Item, QuerySetSource, Source, file_source
@@ -32,6 +34,12 @@ from mlapp.serving.service import service, to_json_value
 
 logger = logging.getLogger("mlapp.batch")
 
+#: A chunk that fails because the database (or the broker) is unreachable is retried this
+#: many times, ``outage_delay`` apart (about 7 minutes in all), before its job fails: an
+#: outage is not the chunk's fault, and a job should not fail at 98 % for a restart.
+OUTAGE_RETRIES = 20
+OUTAGE_FIRST_DELAY = 0.5
+OUTAGE_MAX_DELAY = 30.0
 #: Rows inserted per INSERT statement.
 INSERT_BATCH = 1000
 #: A chunk runs in parts: while one part's results are written, the model computes the
@@ -85,6 +93,21 @@ def _stack_key(arrays: dict[str, np.ndarray]) -> tuple | None:
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(arrays.items()))
 
 
+def check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """Refuse an item whose numbers hold NaN or an infinity (``InvalidInput``).
+
+    A model answers NaN with an answer (iris names a species, with null probabilities)
+    that no one should store as a prediction. The check runs on the arrays as the model
+    gets them, so a value too large for FP16 that became infinite is caught as well.
+    """
+    for name, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise InvalidInput(
+                f"Input {name!r} holds NaN or an infinite value; a batch item's inputs must "
+                "be finite numbers."
+            )
+
+
 def predict_items(model: str, version: int, items: Sequence[Item]) -> list[Result]:
     """Run ``items`` through the inference service, stacked into as few calls as fit.
 
@@ -100,6 +123,7 @@ def predict_items(model: str, version: int, items: Sequence[Item]) -> list[Resul
             continue
         try:
             arrays = item.inputs if item.checked else validate_inputs(signature, item.inputs)
+            check_finite(arrays)
         except InvalidInput as exc:
             results[item.key] = Result(item.key, error=exc.message)
             continue
@@ -181,8 +205,22 @@ def predict_ahead(model: str, version: int, items: Sequence[Item]) -> Iterator[l
 
 
 def mark_running(job_id: int) -> None:
+    # A resumed job keeps the time it first started.
     BatchJob.objects.filter(pk=job_id, status=BatchJob.Status.PENDING).update(
-        status=BatchJob.Status.RUNNING, started_at=timezone.now()
+        status=BatchJob.Status.RUNNING, started_at=Coalesce(F("started_at"), timezone.now())
+    )
+
+
+def finish_if_complete(job_id: int) -> bool:
+    """Mark an active job whose every item is stored as succeeded; True if it did.
+
+    Writes do this as they store the last item; a job whose last write happened before it
+    stopped (it was resumed, or its last chunk ran twice) needs it here.
+    """
+    return bool(
+        BatchJob.objects.active()
+        .filter(pk=job_id, total__lte=F("done") + F("failed"))
+        .update(status=BatchJob.Status.SUCCEEDED, finished_at=timezone.now())
     )
 
 
@@ -198,6 +236,33 @@ def fail_job(job_id: int, message: str) -> bool:
 
 def describe(exc: BaseException) -> str:
     return exc.message if isinstance(exc, MLAppError) else f"{type(exc).__name__}: {exc}"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database or the broker could not be reached (or went away
+    mid-query): worth waiting for, unlike a model that fails on its inputs."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    try:
+        from kombu.exceptions import OperationalError as BrokerError
+    except ImportError:  # no Celery installed: no broker to lose
+        return False
+    return isinstance(exc, BrokerError)
+
+
+def outage_delay(attempt: int) -> float:
+    """Seconds before the ``attempt``-th try after an outage: doubling, capped, jittered (so
+    the chunks of many workers do not all come back at the same instant)."""
+    delay = min(OUTAGE_MAX_DELAY, OUTAGE_FIRST_DELAY * 2 ** (attempt - 1))
+    return delay * random.uniform(0.75, 1.0)  # noqa: S311 (jitter, not a secret)
+
+
+def reset_connections() -> None:
+    """Drop this thread's database connections that an outage broke, so the next try opens
+    new ones (inside a transaction, e.g. a test's, the connection is left to its owner)."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
 
 
 def chunk_failure(chunk: Chunk, attempts: int, exc: BaseException) -> str:
@@ -275,6 +340,9 @@ def run_chunk(job_id: int, chunk: Chunk, *, skip_stored: bool = True) -> ChunkOu
     existing = _existing_keys(job_id, [item.key for item in items]) if skip_stored else set()
     todo = [item for item in items if item.key not in existing]
     outcome = ChunkOutcome()
+    if not todo:  # every key stored already: perhaps the last chunk of a resumed job
+        finish_if_complete(job_id)
+        return outcome
     for results in predict_ahead(job.version.model.name, job.version.version, todo):
         written = write_results(job, results)
         outcome.written += written.written
@@ -293,17 +361,37 @@ def run_job(
     """Run the chunks one after another in this process, each retried up to ``max_retries``.
 
     A chunk that still fails then fails the job; a cancelled job stops at the next chunk.
+    A database outage is waited for apart: up to ``OUTAGE_RETRIES`` tries with a growing
+    delay, which do not count against ``max_retries``.
     """
     # A job that stored nothing yet (the usual case) has no keys to skip on a first try.
     resumed = BatchPrediction.objects.filter(job_id=job_id).exists()
     for chunk in chunks:
-        attempt = 0
+        attempt = outages = 0
         while True:
             attempt += 1
             try:
                 outcome = run_chunk(job_id, chunk, skip_stored=resumed or attempt > 1)
                 break
             except Exception as exc:
+                if is_outage(exc) and outages < OUTAGE_RETRIES:
+                    outages += 1
+                    attempt -= 1
+                    delay = outage_delay(outages)
+                    logger.warning(
+                        "mlapp: chunk %s of job %s: database unreachable (%s), try %s of %s "
+                        "in %.1fs",
+                        chunk.index,
+                        job_id,
+                        describe(exc),
+                        outages,
+                        OUTAGE_RETRIES,
+                        delay,
+                    )
+                    reset_connections()
+                    time.sleep(delay)
+                    resumed = True  # a write may have landed before the connection broke
+                    continue
                 if attempt > max_retries:
                     logger.exception("mlapp: chunk %s of job %s failed", chunk.index, job_id)
                     fail_job(job_id, chunk_failure(chunk, attempt, exc))

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from django.conf import settings as django_settings
 from django.test import override_settings
 
 from mlapp import batch
+from mlapp.batch import jobs
 from mlapp.batch.jobs import TASK_NAME
 from mlapp.exceptions import QueueUnavailable
 from mlapp.models import BatchJob
@@ -97,7 +100,14 @@ def test_the_project_app_reads_broker_and_transport_options_from_the_environment
         True,
         True,
         1,
-        {"visibility_timeout": 5},
+        {
+            "visibility_timeout": 5,  # the environment's, over the example's 60
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": 30,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 5,
+        },
         ["mlapp.run_batch_chunk"],
     ]
 
@@ -152,3 +162,40 @@ def test_a_broker_that_is_down_fails_the_job_and_answers_503(
     job = BatchJob.objects.get()
     assert job.status == "failed"
     assert "could not be queued" in job.error
+
+
+class StuckApp(StubApp):
+    """A broker that takes the connection and never answers."""
+
+    def __init__(self) -> None:
+        super().__init__("redis://stuck")
+        self.release = threading.Event()
+
+    @contextmanager
+    def producer_or_acquire(self):
+        self.release.wait(30)
+        yield "producer"
+
+
+stuck_broker = StuckApp()
+
+
+@pytest.mark.django_db
+def test_a_stuck_broker_answers_503_within_the_enqueue_timeout(
+    affine, rows, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr(jobs, "ENQUEUE_TIMEOUT", 0.5)
+    started = time.monotonic()
+    try:
+        with (
+            pytest.raises(QueueUnavailable, match=r"no answer in 0\.5s"),
+            override_settings(MLAPP={"CELERY_APP": f"{__name__}.stuck_broker"}),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            batch.create_job("affine", file=rows)
+        assert time.monotonic() - started < 5
+    finally:
+        stuck_broker.release.set()
+    job = BatchJob.objects.get()
+    assert job.status == "failed"
+    assert job.error == "The chunks could not be queued: no answer in 0.5s"

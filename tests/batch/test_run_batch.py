@@ -199,7 +199,7 @@ def test_unknown_model_is_refused():
 
 
 def test_input_or_source_is_required():
-    with pytest.raises(CommandError, match="one of the arguments --input --source is required"):
+    with pytest.raises(CommandError, match="one of the arguments --input --source --resume"):
         call_command("run_batch", "affine", stdout=StringIO())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -249,6 +250,47 @@ def test_a_csv_cell_that_is_not_a_number_fails_only_its_row(iris, tmp_path):
     job = _run("iris", file=path)
     assert (job.status, job.done, job.failed) == ("succeeded", 1, 1)
     assert "'n/a' is not a number" in job.predictions.get(key="bad").error
+
+
+NON_FINITE = "holds NaN or an infinite value"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "npy"])
+def test_nan_and_infinite_inputs_fail_their_rows_and_are_never_scored(iris, tmp_path, fmt):
+    rows = [
+        [5.1, 3.5, 1.4, 0.2],
+        [math.nan, 3.5, 1.4, 0.2],
+        [5.1, math.inf, 1.4, 0.2],
+        [5.1, 3.5, -math.inf, 0.2],
+        [5.1, 3.5, 1.4, 1e39],  # beyond FP32: infinite once cast for the model
+    ]
+    path = tmp_path / f"rows.{fmt}"
+    if fmt == "csv":
+        path.write_text("a,b,c,d\n" + "".join(",".join(map(repr, r)) + "\n" for r in rows))
+    elif fmt == "jsonl":  # json.dumps writes NaN and Infinity, as Python does
+        path.write_text("".join(json.dumps({"inputs": [r]}) + "\n" for r in rows))
+    else:
+        np.save(path, np.array(rows, np.float64))
+    job = _run("iris", file=path)
+    assert (job.status, job.done, job.failed, job.total) == ("succeeded", 1, 4, 5)
+    stored = _stored(job)
+    assert stored["0"].outputs["label"] == ["setosa"]
+    for key in "1234":
+        assert NON_FINITE in stored[key].error
+        assert stored[key].outputs == {}
+
+
+def test_a_short_row_and_a_huge_cell_fail_alone_and_the_job_succeeds(iris, tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text(
+        "a,b,c,d,key\n5.1,3.5,1.4,0.2,ok\n5.1,3.5\n5.1,3.5,1.4," + "9" * 300_000 + ",huge\n"
+    )
+    job = _run("iris", file=path)
+    assert (job.status, job.done, job.failed, job.total) == ("succeeded", 1, 2, 3)
+    stored = _stored(job)
+    assert stored["1"].error == "The row has 2 values; the header names 5 columns."
+    assert NON_FINITE in stored["huge"].error  # 300,000 nines overflow every float
+    assert stored["ok"].outputs["label"] == ["setosa"]
 
 
 # -- idempotence, counters, status ------------------------------------------------------

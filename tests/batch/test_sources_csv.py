@@ -9,6 +9,7 @@ import pytest
 from mlapp.batch.sources import (
     CSVSource,
 )
+from mlapp.batch.sources.csv import MAX_CELL_CHARS
 from mlapp.exceptions import BadSource
 from tests.batch.signatures import IRIS, TEXT, TWO_INPUTS, opener, read_all
 
@@ -94,3 +95,38 @@ def test_csv_integer_input_refuses_a_fraction_per_row():
     _, items = read_all(CSVSource(opener(data), TWO_INPUTS), chunk_size=10)
     assert items[0].error == ""
     assert "'1.5' is not an integer" in items[1].error
+
+
+def test_csv_row_too_short_to_reach_its_key_fails_alone_under_its_position():
+    data = b"a,b,c,d,key\n1,2\n1,2,3,4,k\n"
+    plan, items = read_all(CSVSource(opener(data), IRIS), chunk_size=10)
+    assert plan.total == 2
+    assert [(i.key, i.error) for i in items] == [
+        ("0", "The row has 2 values; the header names 5 columns."),
+        ("k", ""),
+    ]
+
+
+def test_csv_cell_beyond_the_csv_modules_field_limit_is_read_not_refused():
+    text = "x" * 200_000
+    data = f"key,text\nlong,{text}\nshort,hi\n".encode()
+    _, items = read_all(CSVSource(opener(data), TEXT), chunk_size=10)
+    assert [(i.key, i.error) for i in items] == [("long", ""), ("short", "")]
+    assert items[0].inputs["text"].tolist() == [text]
+
+
+def test_csv_cell_over_the_cell_limit_fails_only_its_row():
+    data = b"key,a,b,c,d\nhuge,1,2,3," + b"4" * (MAX_CELL_CHARS + 1) + b"\nok,1,2,3,4\n"
+    _, items = read_all(CSVSource(opener(data), IRIS), chunk_size=10)
+    assert items[0].key == "huge"
+    assert items[0].error == (
+        f"A value of {MAX_CELL_CHARS + 1} characters is longer than the {MAX_CELL_CHARS} "
+        "a CSV cell may hold."
+    )
+    assert items[1].error == ""
+
+
+def test_csv_long_bad_value_is_quoted_short_in_its_rows_error():
+    data = b"key,a,b.0,b.1\nk,0.5,1," + b"7" * 5000 + b"\n"
+    _, items = read_all(CSVSource(opener(data), TWO_INPUTS), chunk_size=10)
+    assert items[0].error == (f"Input 'b': {'7' * 40!r}... (5000 characters) is not an integer.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mlapp.batch.sources import (
@@ -39,3 +41,17 @@ def test_jsonl_reads_keys_and_inputs_as_in_native_predict():
 def test_bad_jsonl_is_refused_before_any_work_with_the_reason(data, message):
     with pytest.raises(BadSource, match=message):
         JSONLSource(opener(data), IRIS).plan(10)
+
+
+def test_jsonl_line_with_python_nan_or_a_number_beyond_a_double_is_read_not_refused():
+    # json.dumps writes NaN and Infinity; the runner then fails those items alone.
+    data = (
+        b'{"key": "nan", "inputs": [[NaN, 1, 2, 3]]}\n'
+        b'{"key": "big", "inputs": [[1e999, 1, 2, 3]]}\n'
+        b'{"key": "ok", "inputs": [[1, 2, 3, 4]]}\n'
+    )
+    plan, items = read_all(JSONLSource(opener(data), IRIS), chunk_size=2)
+    assert plan.total == 3
+    assert [i.key for i in items] == ["nan", "big", "ok"]
+    assert math.isnan(items[0].inputs[0][0])
+    assert items[1].inputs[0][0] == math.inf

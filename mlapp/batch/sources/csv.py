@@ -16,6 +16,13 @@ from mlapp.batch.sources.base import (
 from mlapp.batch.sources.rows import RowLayout
 from mlapp.exceptions import BadSource, InvalidInput
 
+#: The longest cell a row may hold; a longer one fails its row, not the file.
+MAX_CELL_CHARS = 1_000_000
+# The csv module refuses a field over 128 KiB with an error that cannot be tied to a row
+# (it stops mid-row, before the key is read): lift that process-wide limit (only ever
+# raised, never lowered) and check cells against MAX_CELL_CHARS per row instead.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+
 
 class CSVSource(FileSource):
     """A header row, an optional ``key`` column, value columns filling the inputs."""
@@ -64,8 +71,7 @@ class CSVSource(FileSource):
                 if not any(cell.strip() for cell in row):
                     continue
                 if key is not None:
-                    cell = row[key].strip() if key < len(row) else ""
-                    check_key(cell, f"Line {lines.line}", seen)
+                    check_key(_row_key(row, key, chunker.total), f"Line {lines.line}", seen)
                 chunker.add(offset)
         return chunker.finish(self.format, "The CSV file has a header but no rows.")
 
@@ -82,14 +88,23 @@ class CSVSource(FileSource):
                     raise BadSource("The CSV file ended before the chunk did; was it changed?")
                 if not any(cell.strip() for cell in row):
                     continue
-                item_key = row[key].strip() if key is not None else str(position)
+                item_key = _row_key(row, key, position)
                 values = [cell for i, cell in enumerate(row) if i != key]
+                longest = max(map(len, row))
                 if len(row) != len(columns):
                     items.append(
                         Item(
                             item_key,
                             error=f"The row has {len(row)} values; the header names "
                             f"{len(columns)} columns.",
+                        )
+                    )
+                elif longest > MAX_CELL_CHARS:
+                    items.append(
+                        Item(
+                            item_key,
+                            error=f"A value of {longest} characters is longer than the "
+                            f"{MAX_CELL_CHARS} a CSV cell may hold.",
                         )
                     )
                 else:
@@ -101,6 +116,14 @@ class CSVSource(FileSource):
                         items.append(Item(item_key, error=exc.message))
                 position += 1
         return items
+
+
+def _row_key(row: list[str], key: int | None, position: int) -> str:
+    """The key a row is stored under: its key cell, or its position when it has no key
+    column or is too short to reach it (the row then fails for its length)."""
+    if key is None or key >= len(row):
+        return str(position)
+    return row[key].strip()
 
 
 def _is_number(text: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -28,7 +29,13 @@ class JSONLSource(FileSource):
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise BadSource(f"Line {number} is not valid JSON: {exc}.") from None
+            # NaN, Infinity and numbers beyond a double are not JSON, but Python writes
+            # them (json.dumps(float("nan"))): read such a line, so that its item fails
+            # alone for its non-finite values (mlapp.batch.runner) instead of the file.
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise BadSource(f"Line {number} is not valid JSON: {exc}.") from None
         if not isinstance(obj, dict) or "inputs" not in obj:
             raise BadSource(
                 f'Line {number}: expected an object {{"key": ..., "inputs": ...}} '

@@ -129,12 +129,19 @@ def _parse(spec: TensorSpec, text: str) -> Any:
             return int(stripped)
     except ValueError:
         what = "a number" if kind == "f" else "an integer"
-        raise InvalidInput(f"Input {spec.name!r}: {text!r} is not {what}.") from None
+        raise InvalidInput(f"Input {spec.name!r}: {_quoted(text)} is not {what}.") from None
     if stripped.lower() in _TRUE:
         return True
     if stripped.lower() in _FALSE:
         return False
-    raise InvalidInput(f"Input {spec.name!r}: {text!r} is not true or false.")
+    raise InvalidInput(f"Input {spec.name!r}: {_quoted(text)} is not true or false.")
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """``text`` as a message quotes it: a long cell is cut, so its row's error stays short."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _plain(spec: TensorSpec, value: Any) -> Any:

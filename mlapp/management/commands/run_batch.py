@@ -1,4 +1,5 @@
-"""``manage.py run_batch MODEL (--source NAME | --input FILE)``: run a batch job from a shell.
+"""``manage.py run_batch MODEL (--source NAME | --input FILE)``: run a batch job from a shell;
+``manage.py run_batch --resume JOB_ID``: resume a failed, cancelled or stuck one.
 
 Exit status: 0 when every item was predicted; 1 when the job was refused before it started
 (bad file, unknown model or source); 3 when the job finished but some items failed (their
@@ -39,10 +40,16 @@ class Command(BaseCommand):
         return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("model", help="Name of the model.")
+        parser.add_argument("model", nargs="?", help="Name of the model.")
         what = parser.add_mutually_exclusive_group(required=True)
         what.add_argument("--input", metavar="FILE", help="Input file: .csv .jsonl .npy .npz")
         what.add_argument("--source", metavar="NAME", help="A source of MLAPP['BATCH_SOURCES'].")
+        what.add_argument(
+            "--resume",
+            metavar="JOB_ID",
+            type=int,
+            help="Resume a failed, cancelled or stuck job where it stopped (no MODEL).",
+        )
         parser.add_argument(
             "--params", metavar="JSON", help='Params of the source, e.g. \'{"species": "setosa"}\'.'
         )
@@ -72,21 +79,13 @@ class Command(BaseCommand):
                 "--enqueue needs a Celery broker (CELERY_BROKER_URL); without one, run "
                 "without --enqueue and the job runs here."
             )
-        try:
-            job, plan = jobs.prepare_job(
-                options["model"],
-                version=options["version"],
-                file=options["input"],
-                source=options["source"],
-                params=self._params(options["params"]),
-                chunk_size=options["chunk_size"],
-            )
-        except MLAppError as exc:
-            raise CommandError(exc.message) from None
-        except FileNotFoundError as exc:
-            raise CommandError(f"No such input file: {exc.filename}") from None
+        job, plan = self._prepare(options)
+        resumed = options["resume"] is not None
+        if plan is None:  # a resumed job whose every item was stored already
+            self._finish(job, output, fmt, 0.0)
+            return
         if options["enqueue"]:
-            jobs.enqueue(job, plan, where="celery")
+            jobs.enqueue(job, plan, where="celery", skip_stored=resumed)
             self.stdout.write(str(job.pk))
             return
         if where != "celery":
@@ -99,6 +98,7 @@ class Command(BaseCommand):
         started = time.perf_counter()
         bar = tqdm(
             total=plan.total,
+            initial=job.done + job.failed,
             unit="item",
             file=self.stderr._out,
             disable=options["no_progress"],
@@ -107,7 +107,7 @@ class Command(BaseCommand):
         )
         with bar:
             if where == "celery":
-                jobs.enqueue(job, plan, where="celery")
+                jobs.enqueue(job, plan, where="celery", skip_stored=resumed)
                 try:
                     self._follow(job, bar)
                 except KeyboardInterrupt:
@@ -120,13 +120,38 @@ class Command(BaseCommand):
                 except KeyboardInterrupt:
                     jobs.cancel(job)
                     raise CommandError(f"Interrupted; job {job.pk} cancelled.") from None
+        self._finish(job, output, fmt, time.perf_counter() - started)
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _prepare(self, options: dict[str, Any]) -> tuple[BatchJob, Plan | None]:
+        """The new job and its plan, or the resumed job and what is left of it."""
+        resume = options["resume"]
+        if resume is not None and (options["model"] or options["version"] or options["params"]):
+            raise CommandError("--resume takes the job's id only: no MODEL, --version, --params.")
+        if resume is None and not options["model"]:
+            raise CommandError("Name the MODEL to run (or --resume JOB_ID).")
+        try:
+            if resume is not None:
+                return jobs.prepare_resume(resume, chunk_size=options["chunk_size"])
+            return jobs.prepare_job(
+                options["model"],
+                version=options["version"],
+                file=options["input"],
+                source=options["source"],
+                params=self._params(options["params"]),
+                chunk_size=options["chunk_size"],
+            )
+        except MLAppError as exc:
+            raise CommandError(exc.message) from None
+        except FileNotFoundError as exc:
+            raise CommandError(f"No such input file: {exc.filename}") from None
+
+    def _finish(self, job: BatchJob, output: str | None, fmt: str | None, elapsed: float) -> None:
         job.refresh_from_db()
-        elapsed = time.perf_counter() - started
         if output:
             self._write(job, output, fmt)
         self._summary(job, elapsed)
-
-    # -- steps --------------------------------------------------------------------------
 
     @staticmethod
     def _params(text: str | None) -> dict[str, Any] | None:

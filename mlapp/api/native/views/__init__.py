@@ -12,6 +12,7 @@ from mlapp.api.native.views.jobs import (
     JobDownloadView,
     JobListView,
     JobPredictionsView,
+    JobResumeView,
 )
 from mlapp.api.native.views.models import ModelDetailView, ModelListView, RollbackView
 from mlapp.api.native.views.predict import PredictView
@@ -34,6 +35,7 @@ __all__ = [
     "JobDownloadView",
     "JobListView",
     "JobPredictionsView",
+    "JobResumeView",
     "ModelDetailView",
     "ModelListView",
     "PredictView",

@@ -1,4 +1,4 @@
-"""Batch jobs: list and create, detail, cancel, their stored predictions and download."""
+"""Batch jobs: list and create, detail, cancel, resume, their stored predictions and download."""
 
 from __future__ import annotations
 
@@ -120,6 +120,24 @@ class JobCancelView(MLAppGenericView):
         job = _get_job(pk)
         if not batch.cancel(job):
             raise Conflict(f"Batch job {pk} is {job.status}: only a pending or running job stops.")
+        return Response(self.get_serializer(_get_job(pk)).data)
+
+
+@extend_schema(
+    tags=["jobs"],
+    request=None,
+    responses={200: JobSerializer, 400: docs.ERROR, 404: docs.ERROR, 409: docs.ERROR},
+)
+class JobResumeView(MLAppGenericView):
+    """Resume a failed, cancelled or stuck job where it stopped: the keys already stored are
+    kept, the others run (409 for a job that succeeded or is still making progress; 400 if
+    its input can no longer be read)."""
+
+    read_access = write_access = MANAGE
+    serializer_class = JobSerializer
+
+    def post(self, request: Request, pk: int) -> Response:
+        batch.resume(_get_job(pk))
         return Response(self.get_serializer(_get_job(pk)).data)
 
 
