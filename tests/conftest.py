@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import artifacts
+from tests.reliability import LEDGER, Ledger
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ON_POSTGRES = os.environ.get("MLAPP_TEST_DB") == "postgres"
@@ -38,6 +39,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip_pg)
+
+
+@pytest.fixture(scope="session")
+def reliability() -> Ledger:
+    """What the fuzz and fault tests tried, printed as a table at the end of the run."""
+    return LEDGER
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if LEDGER.rows:
+        terminalreporter.section("reliability (the README's table)")
+        for line in LEDGER.table():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

@@ -164,13 +164,23 @@ def _first_chunk_started(environ: dict[str, str], model: str, worker_pid: int | 
     raise AssertionError(f"no chunk of {model} started")
 
 
-def _every_key_once(job: BatchJob, count: int) -> None:
+def _every_key_once(job: BatchJob, count: int, reliability, fault: str) -> None:
     keys = list(job.predictions.values_list("key", flat=True))
+    expected = {f"k{i}" for i in range(count)}
+    reliability.add(
+        "batch",
+        f"rows of a Celery job through: {fault}",
+        tried=count,
+        bad=len(expected - set(keys)) + len(keys) - len(set(keys)),
+        unit="lost or duplicated",
+    )
     assert sorted(keys) == sorted(f"k{i}" for i in range(count))  # none lost, none twice
     assert (job.status, job.done, job.failed, job.total) == ("succeeded", count, 0, count)
 
 
-def test_a_whole_worker_sigkilled_mid_job_loses_and_duplicates_nothing(shared, worker, onnx_file):
+def test_a_whole_worker_sigkilled_mid_job_loses_and_duplicates_nothing(
+    shared, worker, onnx_file, reliability
+):
     environ, folder = shared
     victim = FaultWorker("victim", environ, folder)
     try:
@@ -182,11 +192,11 @@ def test_a_whole_worker_sigkilled_mid_job_loses_and_duplicates_nothing(shared, w
         job = wait_for(job, worker, timeout=25)
     finally:
         victim.stop()
-    _every_key_once(job, 24)
+    _every_key_once(job, 24, reliability, "a worker SIGKILLed mid-chunk")
 
 
 def test_redis_stopped_and_restarted_empty_mid_job_then_resumed(
-    shared, worker, private_redis, onnx_file
+    shared, worker, private_redis, onnx_file, reliability
 ):
     environ, folder = shared
     affine("fault-redis", onnx_file, "SlowHandler")
@@ -201,10 +211,13 @@ def test_redis_stopped_and_restarted_empty_mid_job_then_resumed(
     assert job.done < 24
     worker.wait_ready(timeout=20)  # the worker reconnected to the new, empty Redis
     batch.resume(job, stuck_after=timedelta(0))
-    _every_key_once(wait_for(job, worker, timeout=25), 24)
+    job = wait_for(job, worker, timeout=25)
+    _every_key_once(job, 24, reliability, "Redis restarted empty, then resumed")
 
 
-def test_postgresql_backends_terminated_mid_job_are_waited_for(shared, worker, onnx_file):
+def test_postgresql_backends_terminated_mid_job_are_waited_for(
+    shared, worker, onnx_file, reliability
+):
     environ, folder = shared
     affine("fault-pg", onnx_file, "SlowHandler")
     job = batch.create_job("fault-pg", file=rows_file(folder, 24), chunk_size=4)
@@ -219,4 +232,5 @@ def test_postgresql_backends_terminated_mid_job_are_waited_for(shared, worker, o
             terminated += cursor.fetchone()[0]
         time.sleep(0.7)
     assert terminated >= 1
-    _every_key_once(wait_for(job, worker, timeout=25), 24)
+    job = wait_for(job, worker, timeout=25)
+    _every_key_once(job, 24, reliability, "PostgreSQL backends terminated")

@@ -38,7 +38,9 @@ def test_ordinary_member_names_pass(name):
 
 
 @pytest.mark.parametrize("build", [artifacts.torchscript, artifacts.torch_export])
-def test_every_mutation_of_a_real_archive_is_a_format_or_an_artifact_error(build, tmp_path):
+def test_every_mutation_of_a_real_archive_is_a_format_or_an_artifact_error(
+    build, tmp_path, reliability
+):
     # 300 seeded mutations (byte flips, truncations, spliced garbage) of a real archive:
     # detection returns a format or refuses with a message; nothing else escapes (a stray
     # zipfile, zlib, struct or UnicodeDecodeError would be a 500 on the upload paths).
@@ -68,6 +70,13 @@ def test_every_mutation_of_a_real_archive_is_a_format_or_an_artifact_error(build
             outcomes["accepted"] += 1
     assert outcomes["refused"] > 0
     assert all(messages)
+    reliability.add(
+        "artifacts",
+        "mutated TorchScript and .pt2 archives (flips, truncations, splices)",
+        tried=300,
+        bad=0,  # anything but a format or an ArtifactError failed the test above
+        unit="errors other than a 4xx refusal",
+    )
 
 
 def test_declared_sizes_far_beyond_the_archive_are_refused_before_inflating(tmp_path):

@@ -168,7 +168,9 @@ def _switch_time(traffic: Traffic, server: str, committed: float, version: int) 
     raise AssertionError(f"{server} never settled on v{version}")
 
 
-def test_two_servers_switch_within_two_seconds_without_a_failed_request(onnx_file, tmp_path):
+def test_two_servers_switch_within_two_seconds_without_a_failed_request(
+    onnx_file, tmp_path, reliability
+):
     assert connection.vendor == "postgresql"
     register_version("affine", onnx_file, promote=True)
     v2 = register_version("affine", onnx_file)
@@ -209,6 +211,13 @@ def test_two_servers_switch_within_two_seconds_without_a_failed_request(onnx_fil
         for server in servers:
             server.stop()
     failures = [a for a in traffic.answers if a.error is not None]
+    reliability.add(
+        "hot swap",
+        "requests to gunicorn (2 workers) and runserver during 4 promotions / roll backs",
+        tried=len(traffic.answers),
+        bad=len(failures),
+        unit="failed",
+    )
     assert failures == [], failures[:5]
     assert {a.version for a in traffic.answers} == {1, 2}
     print("switch times (server, version, seconds):", timings)
