@@ -1,4 +1,4 @@
-# Production image: the example project served by granian (project/granian_serve.py).
+# Production image: the example project served by granian (manage.py mlapp_serve).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,4 +25,4 @@ USER 1000
 ENV DJANGO_DEBUG=0 MLAPP_VAR_DIR=/app/var HOST=0.0.0.0 PORT=8000
 EXPOSE 8000
 
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py setup_demo --no-admin && python manage.py collectstatic --noinput -v0 && exec python project/granian_serve.py"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py setup_demo --no-admin && python manage.py collectstatic --noinput -v0 && exec python manage.py mlapp_serve --host \"$HOST\" --port \"$PORT\""]

@@ -44,13 +44,14 @@ demo: install
 	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
 	$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT) < /dev/null
 
-# The production server (granian, chosen by measurement: docs/performance.md) over the
-# database `make demo` set up; workers sized from the cores it may run on (taskset works).
+# The production server (manage.py mlapp_serve: granian, chosen by measurement,
+# docs/performance.md) over the database `make demo` set up; workers sized from the cores it
+# may run on (taskset works), a dead worker replaced.
 serve: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
-	DJANGO_DEBUG=0 PORT=$(PORT) $(BIN)/python project/granian_serve.py < /dev/null
+	DJANGO_DEBUG=0 $(BIN)/python manage.py mlapp_serve --port $(PORT) < /dev/null
 
 # mlapp against the raw model call and KServe (needs wrk: apt-get install wrk). About seven
 # minutes; BENCH_ARGS=--quick for a shorter run, see bench/run.py --help.

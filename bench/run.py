@@ -40,7 +40,11 @@ KSERVE_PYTHON = ROOT / ".venv-kserve/bin/python"
 LUA = str(ROOT / "bench/wrk_post.lua")
 #: The production server configurations (``make serve`` runs the first one).
 SERVERS = {
-    "granian": [PYTHON, str(ROOT / "project/granian_serve.py")],
+    "granian": [
+        "sh",
+        "-c",
+        f"exec {PYTHON} {ROOT / 'manage.py'} mlapp_serve --host $HOST --port $PORT",
+    ],
     "gunicorn": [
         str(ROOT / ".venv/bin/gunicorn"),
         "-c",

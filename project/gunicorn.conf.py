@@ -1,6 +1,6 @@
 """gunicorn configuration of the example project: the measured alternative to granian.
 
-``make serve`` runs granian (``project/granian_serve.py``): on this project's benchmark it
+``make serve`` runs granian (``manage.py mlapp_serve``): on this project's benchmark it
 answered more requests per core than gunicorn's gthread worker (docs/performance.md). This
 file is for deployments that prefer gunicorn::
 

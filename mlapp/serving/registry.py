@@ -11,6 +11,20 @@ registry drops its reference and the last request holding it releases it. Change
 other processes arrive through the change watcher (:mod:`mlapp.serving.watcher`, a thread
 started lazily in each process, after the fork); changes made in this one through
 :data:`mlapp.signals.serving_changed`.
+
+A failed load is recorded as a :class:`LoadFailure` (the version and why). What it means for
+readiness depends on what still answers:
+
+- nothing (the first load of a model, at startup or later): the model is not ready, and the
+  process is not ready (:meth:`Registry.is_ready`) — it cannot answer for that model;
+- the previous version (a promotion or a roll forward whose version failed to load): that
+  version keeps answering and the model stays ready, the failure beside it. A readiness that
+  turned 503 here would take every replica out of a load balancer's rotation at once (they
+  all fail on the same artifact) while each could answer with the version it has: an outage
+  in place of a stale version. The failure is logged, ``mlapp_model_ready`` is 0 for the
+  failed version, and the model's readiness and metadata name the version that answers and
+  why the new one does not (:class:`mlapp.serving.service.InferenceService`). The next
+  change of the model (a roll back, another promotion) tries again.
 """
 
 from __future__ import annotations
@@ -38,12 +52,21 @@ from mlapp.signals import serving_changed
 logger = logging.getLogger("mlapp.serving")
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadFailure:
+    """The production version of a model that failed to load in this process, and why."""
+
+    version: int
+    message: str
+
+
 class Registry:
     """Loaded models of this process: production versions by name, plus an LRU of others."""
 
     def __init__(self) -> None:
         self._production: dict[str, LoadedModel] = {}
-        self._errors: dict[str, str] = {}
+        #: Production versions that failed to load, by model name (see the module's doc).
+        self._errors: dict[str, LoadFailure] = {}
         self._pinned: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._lock = threading.RLock()
         # One lock per model name, held while that model loads (never while holding _lock):
@@ -78,7 +101,7 @@ class Registry:
         for version in ModelVersion.objects.production().select_related("model"):
             self._load_production_version(version)
         self.startup_done = True
-        return dict(self._errors)
+        return {name: failure.message for name, failure in self._errors.items()}
 
     def _load_production_version(
         self, version: ModelVersion, *, warm: bool = False
@@ -89,9 +112,18 @@ class Registry:
             loaded = load_version(version)
         except Exception as exc:
             message = str(exc) if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
-            logger.error("mlapp: %s v%s failed to load: %s", name, version.version, message)
             with self._lock:
-                self._errors[name] = message
+                self._errors[name] = LoadFailure(version.version, message)
+                answering = self._production.get(name)
+            logger.error(
+                "mlapp: %s v%s failed to load: %s%s",
+                name,
+                version.version,
+                message,
+                f" (v{answering.version} keeps answering)" if answering is not None else "",
+            )
+            if answering is None or answering.version != version.version:
+                metrics.set_ready(name, version.version, False)
             return None
         if warm:
             loaded.warm_up()
@@ -214,14 +246,14 @@ class Registry:
             if name in self._production:
                 return self._production[name]
             if name in self._errors and self.startup_done:
-                raise ModelNotReady(f"Model {name!r} failed to load: {self._errors[name]}")
+                raise ModelNotReady(f"Model {name!r} failed to load: {self.error(name)}")
             if not MLModel.objects.filter(name=name).exists():
                 raise ModelNotFound.no_model(name)
             self.watcher.remember(name)
             loaded = self._reload_locked(name)
             if loaded is None:
                 if name in self._errors:
-                    raise ModelNotReady(f"Model {name!r} failed to load: {self._errors[name]}")
+                    raise ModelNotReady(f"Model {name!r} failed to load: {self.error(name)}")
                 raise ModelNotReady.no_production(name)
             return loaded
 
@@ -250,26 +282,42 @@ class Registry:
     # -- state ------------------------------------------------------------------------
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """``{name: {"ready", "version", "error"}}`` for every model this process knows."""
+        """``{name: {"ready", "version", "error"}}`` for every model this process knows.
+
+        ``ready``: a version of the model answers here (``version``); ``error``: why its
+        production version failed to load, if it did — with ``ready`` true an older version
+        answers meanwhile.
+        """
         with self._lock:
             result: dict[str, dict[str, Any]] = {
-                name: {"ready": True, "version": m.version, "error": None}
+                name: {"ready": True, "version": m.version, "error": self.error(name)}
                 for name, m in self._production.items()
             }
-            for name, error in self._errors.items():
-                result[name] = {"ready": False, "version": None, "error": error}
+            for name, failure in self._errors.items():
+                if name not in result:
+                    result[name] = {"ready": False, "version": None, "error": failure.message}
         return result
 
     def error(self, name: str) -> str | None:
         """Why the production version of ``name`` failed to load here (None: it did not)."""
+        failure = self._errors.get(name)
+        return failure.message if failure is not None else None
+
+    def failure(self, name: str) -> LoadFailure | None:
+        """The production version of ``name`` that failed to load here, and why."""
         return self._errors.get(name)
 
     def loaded(self) -> Mapping[str, LoadedModel]:
         return dict(self._production)
 
     def is_ready(self) -> bool:
-        """True once startup loading ran and no production version failed to load."""
-        return self.startup_done and not self._errors
+        """True once startup loading ran and every model with a production version answers.
+
+        A model whose new production version failed to load while its previous one still
+        answers does not make the process unready (see the module's doc).
+        """
+        with self._lock:
+            return self.startup_done and all(name in self._production for name in self._errors)
 
     def clear(self) -> None:
         """Unload everything and stop watching (tests, and a process that shuts down)."""

@@ -46,6 +46,12 @@ class ModelMetadata:
     versions: list[str]
     format: str
     signature: Signature
+    #: The version described, when this process has it loaded (for the model's name alone:
+    #: the version that answers).
+    version: int | None = None
+    #: Why the model's production version does not answer here while ``version`` does (its
+    #: load failed: see :meth:`InferenceService.model_ready`); None otherwise.
+    reason: str | None = None
 
 
 @dataclass
@@ -104,9 +110,14 @@ class InferenceService:
         return True
 
     def ready(self) -> tuple[bool, str | None]:
-        """Whether startup loading ran and every production version loaded; else why not.
+        """Whether startup loading ran and every model with a production version answers;
+        else why not.
 
-        Names the models that failed, not why: :meth:`model_ready` says that.
+        Names the models that cannot answer, not why: :meth:`model_ready` says that. A model
+        whose newly promoted version failed to load while the previous one still answers
+        keeps the server ready (every replica would fail the same way: readiness turning 503
+        would take them all out of rotation while each can answer); its :meth:`model_ready`
+        says which version answers and why the new one does not.
         """
         if not self.registry.startup_done:
             return False, NOT_STARTED
@@ -122,17 +133,24 @@ class InferenceService:
         """Whether this process has ``name`` (or its ``version``) loaded; else why not.
 
         A production version is loaded at startup; another version on its first request.
+        When the production version failed to load while the previous one still answers,
+        the model (and that version) is ready, with a reason that names the version that
+        answers and why the production one does not; the failed version is not ready.
         Raises :class:`ModelNotFound` for a model or version that does not exist.
         """
-        if self.registry.peek(name, version) is not None:
-            return True, None
+        loaded = self.registry.peek(name, version)
+        if loaded is not None:
+            answering = self.registry.peek(name)
+            return True, (self.stale_reason(name) if loaded is answering else None)
         stored = self._stored(name)
         if version is not None and not any(v.version == version for v in stored):
             raise ModelNotFound.no_version(name, version)
         production = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
         error = self.load_error(name)
         if error and (version is None or (production and production.version == version)):
-            return False, f"Model {name!r} failed to load: {error}"
+            answering_version = self.loaded_version(name)
+            meanwhile = f" v{answering_version} answers meanwhile." if answering_version else ""
+            return False, f"Model {name!r} failed to load: {error}{meanwhile}"
         if version is None and production is None:
             return False, ModelNotReady.no_production(name).message
         if version is None:
@@ -140,8 +158,28 @@ class InferenceService:
         return False, f"Version {version} of {name!r} is not loaded in this process yet."
 
     def load_error(self, name: str) -> str | None:
-        """Why the production version of ``name`` failed to load here (None: it did not)."""
+        """Why the production version of ``name`` failed to load here (None: it did not).
+
+        The model may still answer with the version it had before: :meth:`stale_reason`.
+        """
         return self.registry.error(name)
+
+    def stale_reason(self, name: str) -> str | None:
+        """Why ``name`` answers with a version other than its production one here (its
+        load failed and the previous version kept answering); None when it does not."""
+        failure = self.registry.failure(name)
+        answering = self.registry.peek(name)
+        if failure is None or answering is None:
+            return None
+        if failure.version == answering.version:
+            return (
+                f"Model {name!r} answers with v{answering.version} as loaded before: "
+                f"reloading it failed: {failure.message}"
+            )
+        return (
+            f"Model {name!r} answers with v{answering.version}: its production version "
+            f"v{failure.version} failed to load: {failure.message}"
+        )
 
     def loaded_version(self, name: str) -> int | None:
         """The production version of ``name`` this process answers with (None: none)."""
@@ -156,12 +194,19 @@ class InferenceService:
     # -- metadata ----------------------------------------------------------------------------
 
     def model_metadata(self, name: str, version: int | None = None) -> ModelMetadata:
-        """``name`` (its production version, or ``version``) as clients see it."""
+        """``name`` (its production version, or ``version``) as clients see it.
+
+        For the name alone, the version that answers: the previous one while a newly
+        promoted version failed to load (``reason`` then says why).
+        """
         stored = self._stored(name)
         available = [str(v.version) for v in stored if v.stage != ModelVersion.Stage.ARCHIVED]
         loaded = self.registry.peek(name, version)
         if loaded is not None:
-            return ModelMetadata(name, available, loaded.format, loaded.signature)
+            reason = self.stale_reason(name) if loaded is self.registry.peek(name) else None
+            return ModelMetadata(
+                name, available, loaded.format, loaded.signature, loaded.version, reason
+            )
         if version is None:
             row = next((v for v in stored if v.stage == ModelVersion.Stage.PRODUCTION), None)
             if row is None:

@@ -1,0 +1,407 @@
+"""The production launcher, ``manage.py mlapp_serve``, as a subprocess: granian with two
+workers on a SQLite database in a temporary MLAPP_VAR_DIR, DEBUG off, a tiny model in
+production. Every route that works under runserver answers here too (batch jobs included:
+a launcher that puts its own folder first on ``sys.path`` let ``project/celery.py`` hide the
+Celery package), and a SIGKILLed worker is replaced while the server keeps answering."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from mlapp import launcher
+
+ROOT = Path(settings.BASE_DIR)
+WORKERS = 2
+#: What ``make serve`` and the Dockerfile run (the port is appended).
+LAUNCHER = [sys.executable, "manage.py", "mlapp_serve", "--host", "127.0.0.1"]
+CSV = b"key,x0,x1,x2\na,1,2,3\nb,0,0,0\n"
+STAFF_TOKEN = (
+    "from django.contrib.auth.models import User; "
+    "from rest_framework.authtoken.models import Token; "
+    "u = User.objects.create_user('ops', password='pw', is_staff=True); "
+    "print(Token.objects.create(user=u).key)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    log: Path
+    metrics_dir: Path
+    token: str
+
+    def request(
+        self,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> Response:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Response(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as error:
+            return Response(error.code, dict(error.headers), error.read())
+
+    def post_json(self, path: str, payload: dict) -> Response:
+        return self.request(
+            path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+
+    def workers(self) -> set[int]:
+        """PIDs of the server's child processes (granian's workers)."""
+        found: set[int] = set()
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                found |= {int(pid) for pid in (task / "children").read_text().split()}
+        return found
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _multipart(fields: dict[str, str], name: str, filename: str, content: bytes) -> tuple:
+    boundary = "mlapp-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+        for key, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+        f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
+        + content
+        + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _env(tmp: Path, metrics_dir: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLAPP_", "DJANGO_", "WEB_", "PROMETHEUS_"))
+        and k != "PYTEST_CURRENT_TEST"
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DJANGO_DEBUG="0",
+        MLAPP_VAR_DIR=str(tmp / "var"),
+        MLAPP_THREADS="1",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _wait_ready(server: Server, deadline_s: float = 120) -> None:
+    until = time.monotonic() + deadline_s
+    while time.monotonic() < until and server.process.poll() is None:
+        try:
+            if server.request("/v2/health/ready", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the launcher did not get ready:\n{server.tail()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, onnx_file: Path) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("launcher")
+    metrics_dir = tmp / "prometheus"
+    metrics_dir.mkdir()
+    # Left by an earlier run: the launcher starts from an empty folder.
+    (metrics_dir / "counter_1.db").write_bytes(b"stale")
+    env = _env(tmp, metrics_dir)
+    manage = [sys.executable, "manage.py"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run("migrate", "--noinput", "-v0")
+    run("register_model", "affine", str(onnx_file), "--promote")
+    run("collectstatic", "--noinput", "-v0")
+    token = run("shell", "-v", "0", "-c", STAFF_TOKEN).strip()
+    port = _free_port()
+    log = tmp / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*LAUNCHER, "--port", str(port), "--workers", str(WORKERS), "--threads", "4"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    started = Server(process, port, log, metrics_dir, token)
+    try:
+        _wait_ready(started)
+        yield started
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+INFER = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+
+
+def test_v2_health_answers_live_and_ready(server):
+    live = server.request("/v2/health/live")
+    assert (live.status, live.json()) == (200, {"live": True})
+    ready = server.request("/v2/health/ready")
+    assert (ready.status, ready.json()) == (200, {"ready": True})
+    model = server.request("/v2/models/affine/ready")
+    assert (model.status, model.json()["ready"]) == (200, True)
+
+
+def test_v2_infer_answers_with_the_model_loaded_before_the_fork(server):
+    response = server.post_json("/v2/models/affine/infer", INFER)
+    assert response.status == 200, response.body
+    (output,) = response.json()["outputs"]
+    assert output["name"] == "y"
+    assert output["data"] == pytest.approx([14.5, 1.5])  # [1, 2, 3] @ W.T + b
+
+
+def test_native_predict_names_the_version_that_answered(server):
+    response = server.post_json("/api/mlapp/models/affine/predict", {"inputs": [[1, 2, 3]]})
+    assert response.status == 200, response.body
+    body = response.json()
+    assert (body["model"], body["version"]) == ("affine", 1)
+    assert body["outputs"]["y"] == [pytest.approx([14.5, 1.5])]
+
+
+def test_batch_job_post_is_created_and_runs_in_process(server):
+    body, headers = _multipart({"model": "affine"}, "file", "rows.csv", CSV)
+    auth = {"Authorization": f"Token {server.token}"}
+    response = server.request("/api/mlapp/jobs/", body, {**headers, **auth})
+    assert response.status in (201, 202), response.body[:2000]
+    job = response.json()
+    assert job["total"] == 2
+    deadline = time.monotonic() + 30
+    while job["status"] in ("pending", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = server.request(f"/api/mlapp/jobs/{job['id']}/", headers=auth).json()
+    assert (job["status"], job["done"], job["failed"]) == ("succeeded", 2, 0)
+    stored = server.request("/api/mlapp/models/affine/predictions/a").json()
+    assert stored["outputs"]["y"] == [pytest.approx([14.5, 1.5])]
+
+
+def test_admin_static_files_are_served_with_debug_off(server):
+    login = server.request("/admin/login/")
+    assert login.status == 200
+    assert b"/static/admin/css/base.css" in login.body
+    css = server.request("/static/admin/css/base.css")
+    assert css.status == 200
+    assert css.headers["content-type"].startswith("text/css")
+    assert b"body" in css.body
+
+
+def test_metrics_add_up_over_workers_from_a_fresh_folder(server):
+    assert not (server.metrics_dir / "counter_1.db").exists()
+    before = server.request("/metrics")
+    assert before.status == 200
+    assert 'mlapp_model_ready{model="affine",version="1"} 1.0' in before.body.decode()
+    for _ in range(6):
+        assert server.post_json("/v2/models/affine/infer", INFER).status == 200
+    counted = set()
+    for _ in range(4):  # whichever worker answers the scrape, the count is the same
+        text = server.request("/metrics").body.decode()
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith('mlapp_requests_total{model="affine",outcome="ok",protocol="v2"')
+        )
+        counted.add(float(line.rsplit(" ", 1)[1]))
+    assert len(counted) == 1
+    assert counted.pop() >= 6
+
+
+def _wait_dead(pid: int) -> None:
+    until = time.monotonic() + 10
+    while time.monotonic() < until:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return  # reaped
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} survived SIGKILL")
+
+
+def _infer_status(server: Server) -> int | str:
+    try:
+        return server.post_json("/v2/models/affine/infer", INFER).status
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_a_killed_worker_is_respawned_and_the_server_keeps_answering(server):
+    # Last but one in this module: it leaves the server with one worker replaced.
+    workers = server.workers()
+    assert len(workers) == WORKERS, server.tail()
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    _wait_dead(victim)
+    died = time.monotonic()
+    failures: list[tuple[float, int | str]] = []
+    replacements: set[int] = set()
+    while time.monotonic() < died + 30 and not replacements:
+        assert server.process.poll() is None, f"the server exited:\n{server.tail()}"
+        status = _infer_status(server)
+        if status != 200:
+            failures.append((round(time.monotonic() - died, 3), status))
+        current = server.workers()
+        if len(current) == WORKERS:
+            replacements = current - workers
+        time.sleep(0.05)
+    assert len(replacements) == 1, f"no worker came back:\n{server.tail()}"
+    # granian gives each worker its own listening socket (SO_REUSEPORT): a connection that
+    # reached the victim's as it closed is reset (seen once in ten runs, at 9 ms). Nothing
+    # fails after that first instant.
+    assert all(after < 1.0 for after, _ in failures), failures
+    # The replacement answers requests: it writes its own samples once it counted one.
+    (replacement,) = replacements
+    for _ in range(300):
+        assert _infer_status(server) == 200
+        if (server.metrics_dir / f"counter_{replacement}.db").exists():
+            break
+    assert (server.metrics_dir / f"counter_{replacement}.db").exists(), server.tail()
+
+
+def test_stopping_the_server_removes_its_metrics_files(server):
+    assert list(server.metrics_dir.glob("*.db"))  # written while serving
+    os.kill(server.process.pid, signal.SIGTERM)
+    # Within the time a worker has to finish (it was respawned just before: a stop that
+    # arrived while it started used to be lost, and the server waited for it forever).
+    assert server.process.wait(timeout=launcher.STOP_TIMEOUT + 15) == 0, server.tail()
+    assert not list(server.metrics_dir.glob("*.db"))
+
+
+# -- the launcher's parts, in this process ------------------------------------------------
+
+
+def test_workers_follow_the_cpu_affinity_and_share_the_cores_for_intra_op_threads(settings):
+    settings.MLAPP = {}
+    cores = len(os.sched_getaffinity(0))
+    config = launcher.ServeConfig.build(environ={})
+    assert (config.workers, config.threads) == (cores, launcher.DEFAULT_THREADS)
+    assert config.intra_op_threads == 1
+    assert launcher.ServeConfig.build(workers=1, environ={}).intra_op_threads == cores
+
+
+def test_options_win_over_the_environment_which_wins_over_mlapp_threads(settings):
+    settings.MLAPP = {"THREADS": 3}
+    environ = {"WEB_WORKERS": "5", "WEB_THREADS": "2", "MLAPP_THREADS": "4"}
+    assert launcher.ServeConfig.build(environ={}).intra_op_threads == 3
+    config = launcher.ServeConfig.build(environ=environ)
+    assert (config.workers, config.threads, config.intra_op_threads) == (5, 2, 4)
+    config = launcher.ServeConfig.build(workers=7, threads=1, intra_op_threads=2, environ=environ)
+    assert (config.workers, config.threads, config.intra_op_threads) == (7, 1, 2)
+
+
+def test_a_bad_worker_count_in_the_environment_is_refused_with_its_name():
+    with pytest.raises(launcher.LaunchError, match="WEB_WORKERS='zero'"):
+        launcher.ServeConfig.build(environ={"WEB_WORKERS": "zero"})
+
+
+def test_a_given_metrics_folder_loses_its_samples_only(tmp_path):
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_12.db").write_bytes(b"stale")
+    (folder / "notes.txt").write_text("not ours")
+    environ = {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    assert launcher.prepare_metrics_dir(environ) == folder
+    assert launcher.is_prepared(environ)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    (folder / "gauge_livemostrecent_12.db").write_bytes(b"written while serving")
+    launcher.clean_metrics_dir(environ)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_a_created_metrics_folder_is_removed_at_exit():
+    environ: dict[str, str] = {}
+    assert not launcher.is_prepared(environ)
+    folder = launcher.prepare_metrics_dir(environ)
+    assert environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder)
+    assert folder.is_dir()
+    launcher.clean_metrics_dir(environ)
+    assert not folder.exists()
+
+
+def test_static_files_are_mounted_only_when_collected_and_served_here(settings, tmp_path):
+    settings.STATIC_ROOT, settings.STATIC_URL = tmp_path / "static", "/static/"
+    assert launcher.static_mount() is None  # not collected
+    (tmp_path / "static").mkdir()
+    assert launcher.static_mount() == ("/static", tmp_path / "static")
+    settings.STATIC_URL = "https://cdn.example.com/static/"
+    assert launcher.static_mount() is None
+
+
+def test_a_wsgi_application_that_does_not_load_the_models_is_refused(settings):
+    settings.WSGI_APPLICATION = "django.core.handlers.wsgi.WSGIHandler"
+    with pytest.raises(launcher.LaunchError, match=r"mlapp\.wsgi import get_wsgi_application"):
+        launcher.load_application()
+
+
+FORK_CHECK = """
+import os, signal, sys
+from mlapp import launcher
+signal.signal(signal.SIGTERM, lambda *a: None)  # the parent's handler (granian's master)
+launcher.stop_children_by_default()
+pid = os.fork()
+if pid == 0:
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(0)  # not reached: SIGTERM stops the child at once
+_, status = os.waitpid(pid, 0)
+print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)
+print(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)  # the parent keeps its own
+"""
+
+
+def test_a_forked_worker_stops_on_sigterm_before_it_installs_its_handlers():
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_CHECK], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", "True"]
