@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import zlib
 from typing import Any
 
@@ -22,6 +23,7 @@ from tritonclient.http import InferResult
 
 from mlapp.runtimes.tensors import DATATYPES
 from mlapp.serving.registry import registry
+from tests.fuzz import tally
 from tests.fuzz.common import (
     MODELS,
     assert_error_answer,
@@ -29,6 +31,7 @@ from tests.fuzz.common import (
     fuzz_settings,
     json_ints,
     json_values,
+    register_models,
     send,
 )
 
@@ -310,3 +313,56 @@ def test_binary_tensors_cut_padded_or_lying_are_answered_below_500(models, model
     assert_v2_answer(response)
     if lie == "none":
         assert response.status_code == 200, response.content[:300]
+
+
+# -- over a real socket: header bytes as a server reads them ---------------------------------
+
+
+@pytest.fixture
+def live_models(transactional_db, live_server, onnx_file) -> tuple[str, int]:
+    """The models registered where the live server (another thread) sees them."""
+    register_models(onnx_file)
+    host, port = live_server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _raw_post(address: tuple[str, int], path: str, header_value: bytes, body: bytes) -> bytes:
+    """One request written byte by byte (no client library re-encodes the header)."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {address[0]}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+    ).encode()
+    with socket.create_connection(address, timeout=30) as connection:
+        connection.sendall(
+            head + b"Inference-Header-Content-Length: " + header_value + b"\r\n\r\n" + body
+        )
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@fuzz_settings
+@given(header_value=st.binary(min_size=1, max_size=12).filter(lambda b: not set(b) & {10, 13}))
+@example(header_value="é".encode())
+@example(header_value=b"\xe9")
+@example(header_value="٣".encode())
+@example(header_value=b"-1")
+@example(header_value=b"9" * 40)
+def test_header_length_of_any_bytes_over_a_socket_gets_a_whole_answer(live_models, header_value):
+    """Non-ASCII, negative, huge: a complete HTTP answer below 500, never a dropped connection."""
+    body = json.dumps({"inputs": [_valid_row()]}).encode()
+    answer = _raw_post(live_models, _infer_path("affine"), header_value, body)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 "), answer[:200]
+    status = int(status_line.split()[1])
+    tally.record(SUITE, status)
+    _, _, content = rest.partition(b"\r\n\r\n")
+    assert status < 500, answer[:300]
+    if status != 200:
+        assert 400 <= status < 500
+        assert list(json.loads(content)) == ["error"]
+
+
+def _valid_row() -> dict:
+    return {"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}
