@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mlapp.exceptions import InvalidInput
-from mlapp.runtimes.tensors import Signature, coerce_input
+from mlapp.runtimes.tensors import Signature, TensorSpec, coerce_input
 
 #: Decodes a request against the public signature into validated arrays.
 Decoder = Callable[[Signature], dict[str, np.ndarray]]
@@ -56,7 +56,27 @@ def _arrays(signature: Signature, inputs: Any) -> dict[str, np.ndarray]:
             f"Unknown input(s): {', '.join(map(str, extra))}; "
             f"this model takes {', '.join(signature.input_names)}."
         )
-    return {spec.name: coerce_input(spec, inputs[spec.name]) for spec in signature.inputs}
+    return {spec.name: _input(spec, inputs[spec.name]) for spec in signature.inputs}
+
+
+def _input(spec: TensorSpec, value: Any) -> np.ndarray:
+    """One input as a checked array; an empty one is refused here, before any model sees it.
+
+    Models and handlers are not asked to cope with zero rows (a tokenizer's empty batch
+    fails inside ONNX Runtime): V2 refuses a 0 in a shape, this is the same rule for values.
+    """
+    if _is_empty(value):
+        raise InvalidInput(f"Input {spec.name!r} is empty: send at least one row.")
+    array = coerce_input(spec, value)
+    if array.size == 0:
+        raise InvalidInput(f"Input {spec.name!r} is empty (shape {list(array.shape)}).")
+    return array
+
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.size == 0
+    return isinstance(value, list | tuple) and not value
 
 
 def check_rows(arrays: Mapping[str, np.ndarray]) -> None:

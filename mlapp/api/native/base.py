@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from mlapp.api.errors import exception_handler
 from mlapp.api.native.pagination import MLAppPagination
+from mlapp.api.native.schema_docs import MLAppAutoSchema
 from mlapp.api.permissions import MANAGE, READ, permission_classes
 from mlapp.conf import settings
 from mlapp.exceptions import ModelNotFound, PayloadTooLarge
@@ -64,6 +65,7 @@ class MLAppViewMixin(_ViewBase):
 
     read_access = READ
     write_access = MANAGE
+    schema = MLAppAutoSchema()
 
     def get_permissions(self) -> list:
         method = self.request.method if self.request is not None else "GET"
@@ -75,6 +77,22 @@ class MLAppViewMixin(_ViewBase):
 
     def get_exception_handler(self) -> Any:
         return exception_handler
+
+    # DRF returns None for "no challenge" (then a 403); its stubs say str.
+    def get_authenticate_header(self, request: Request) -> str | None:  # type: ignore[override]
+        """The challenge of a 401, or None for a 403 (DRF asks only the first scheme).
+
+        With session authentication first, DRF answers 403 to every refused request, a
+        wrong token included. A client that sent credentials (an ``Authorization`` header)
+        and was refused gets 401 and the challenge of the scheme that takes them (``Token``).
+        """
+        header = super().get_authenticate_header(request)
+        if header is None and request.META.get("HTTP_AUTHORIZATION"):
+            for authenticator in request.authenticators:
+                header = authenticator.authenticate_header(request)
+                if header:
+                    break
+        return header or None
 
     def handle_exception(self, exc: Exception) -> Response:
         # Django raises these while reading the body; left alone they become bare 400s.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
@@ -12,6 +15,60 @@ class ErrorSerializer(serializers.Serializer):
 
 
 ERROR = OpenApiResponse(response=ErrorSerializer, description='{"error": "..."}')
+
+
+#: Django's ``slug`` path converter, which model names use in the URLconf.
+SLUG_PATTERN = "^[-a-zA-Z0-9_]+$"
+
+
+class MLAppAutoSchema(AutoSchema):
+    """drf-spectacular's schema, plus the errors every native view may answer.
+
+    Declared once here rather than on each view: 401 (credentials sent and refused) and 403
+    (not allowed: every kind of access has a permission setting a project may tighten) on
+    every operation; 404 where a path names a model, version or job, or a list pages;
+    400 where a list pages or takes filters (a bad page size or filter value).
+    """
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        codes = ["401", "403"]
+        if "{" in self.path or self._pages():
+            codes.append("404")
+        if self._pages() or getattr(self.view, "filterset_class", None):
+            codes.append("400")
+        for code in codes:
+            responses.setdefault(
+                code, self._get_response_for_code(ERROR, code, direction=direction)
+            )
+        return dict(sorted(responses.items()))
+
+    def _get_parameters(self) -> list[dict[str, Any]]:
+        # What the URLconf's converters take (slug, int), which drf-spectacular leaves out
+        # for views without a model: a name or number the schema allows reaches its view.
+        parameters = super()._get_parameters()
+        filterset = getattr(self.view, "filterset_class", None)
+        filters = filterset.base_filters if filterset is not None else {}
+        for parameter in parameters:
+            schema = parameter.get("schema", {})
+            if parameter.get("in") == "query" and parameter["name"] in filters:
+                # django-filter reads an empty value as no filter (the browsable API's filter
+                # form sends one for every field left blank).
+                if "enum" in schema and "" not in schema["enum"]:
+                    schema["enum"] = [*schema["enum"], ""]
+                continue
+            if parameter.get("in") != "path":
+                continue
+            if schema.get("type") == "integer":
+                schema.setdefault("minimum", 0)
+            elif parameter["name"] == "name":
+                schema.setdefault("pattern", SLUG_PATTERN)
+        return parameters
+
+    def _pages(self) -> bool:
+        return self._is_list_view() and getattr(self.view, "pagination_class", None) is not None
+
+
 BINARY = OpenApiTypes.BINARY
 
 PREDICT_EXAMPLES = [

@@ -221,9 +221,10 @@ def _input_header(
         ) from None
     datatype = item.get("datatype")
     if datatype != spec.datatype:
-        if datatype not in DATATYPES:
+        # Any JSON value may stand here; a list or an object is not even a dict key.
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise InvalidInput(
-                f"Input {name!r} has datatype {datatype!r}; expected {spec.datatype} "
+                f"Input {name!r} has datatype {_excerpt(datatype)}; expected {spec.datatype} "
                 f"(datatypes: {', '.join(DATATYPES)})."
             )
         raise InvalidInput(
@@ -244,6 +245,12 @@ def _input_header(
         raise InvalidInput(f"Input {name!r} is empty (shape {list(shape)}).")
     params = _parameters(item.get("parameters"), f"input {name!r}")
     return name, spec, shape, params
+
+
+def _excerpt(value: Any, limit: int = 40) -> str:
+    """A client's value for an error message: its repr, cut at ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _binary_tensor(

@@ -30,6 +30,8 @@ BAD_REQUESTS = [
     ("wrong dtype", "post", PREDICT, {"inputs": [["a", "b", "c"]]}, JSON, 400, "numeric"),
     ("wrong shape", "post", PREDICT, {"inputs": [[1, 2]]}, JSON, 400, "shape [1, 2]"),
     ("wrong rank", "post", PREDICT, {"inputs": [1, 2, 3]}, JSON, 400, "shape"),
+    ("empty batch", "post", PREDICT, {"inputs": []}, JSON, 400, "'x' is empty"),
+    ("empty named input", "post", PREDICT, {"inputs": {"x": []}}, JSON, 400, "'x' is empty"),
     ("ragged rows", "post", PREDICT, {"inputs": [[1, 2, 3], [1]]}, JSON, 400, "regular array"),
     (
         "unknown input",

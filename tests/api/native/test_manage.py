@@ -235,8 +235,9 @@ def test_a_wrong_token_is_refused(onnx_file):
     response = client.post(
         "/api/mlapp/models/affine/versions/", {"file": upload(onnx_file)}, format="multipart"
     )
-    # 403, not 401: the project's first authentication class (session) sends no challenge.
-    assert response.status_code == 403
+    # 401 with the token scheme's challenge, although the first class (session) has none.
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
     assert response.json() == {"error": "Invalid token."}
 
 

@@ -159,3 +159,23 @@ def test_browsable_page_hides_the_upload_form_from_non_staff(world):
     staff = client_for("staff").get("/api/mlapp/models/affine/versions/", HTTP_ACCEPT="text/html")
     assert 'name="file"' not in anonymous.content.decode()
     assert 'name="file"' in staff.content.decode()
+
+
+def test_a_wrong_token_is_a_401_with_the_token_challenge_even_where_anyone_may_predict(world):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    for response in (
+        client.post("/api/mlapp/models/affine/predict", {"inputs": [[1, 2, 3]]}, format="json"),
+        client.get("/api/mlapp/models/"),
+        client.get("/api/mlapp/jobs/"),
+    ):
+        assert response.status_code == 401, response.content
+        assert response["WWW-Authenticate"] == "Token"
+        assert response.json() == {"error": "Invalid token."}
+
+
+def test_anonymous_is_still_a_403_where_staff_is_needed_and_predicts_without_a_lookup(world):
+    client = APIClient()
+    assert client.get("/api/mlapp/jobs/").status_code == 403
+    answer = client.post("/api/mlapp/models/affine/predict", {"inputs": [[1, 2, 3]]}, format="json")
+    assert answer.status_code == 200

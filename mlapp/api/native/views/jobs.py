@@ -171,7 +171,12 @@ class JobPredictionsView(MLAppListView):
             "as", str, enum=["csv", "jsonl"], description="Download format (default jsonl)."
         )
     ],
-    responses={(200, "application/x-ndjson"): OpenApiTypes.STR, 404: docs.ERROR},
+    responses={
+        (200, "application/x-ndjson"): OpenApiTypes.STR,
+        (200, "text/csv"): OpenApiTypes.STR,
+        400: docs.ERROR,
+        404: docs.ERROR,
+    },
 )
 class JobDownloadView(MLAppGenericView):
     """All predictions of a job, streamed as JSON Lines or CSV (never held in memory)."""

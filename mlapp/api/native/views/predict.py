@@ -70,9 +70,11 @@ class PredictView(MLAppAPIView):
         return [cls() for cls in permission_classes(PREDICT)]
 
     def perform_authentication(self, request: Request) -> None:
-        if not open_to_anyone(PREDICT):
+        # Credentials that were sent are checked (a wrong token is a 401 here as anywhere);
+        # else, while anyone may predict, request.user stays lazy: nobody is looked up, and
+        # the browsable API still shows who is logged in.
+        if not open_to_anyone(PREDICT) or "HTTP_AUTHORIZATION" in request.META:
             super().perform_authentication(request)
-        # Else request.user stays lazy: the browsable API still shows who is logged in.
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         meta = request._request.META
