@@ -1,10 +1,9 @@
-"""The fuzz suite's fixtures, and its tally printed at the end of the run."""
+"""The fuzz suite's fixtures (its tally goes to the reliability ledger: tests/reliability.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.fuzz import tally
 from tests.fuzz.common import register_models
 
 
@@ -12,11 +11,3 @@ from tests.fuzz.common import register_models
 def models(db, onnx_file):
     """The three fuzzed models in production (see :mod:`tests.fuzz.common`)."""
     register_models(onnx_file)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = tally.summary()
-    if lines:
-        terminalreporter.section("mlapp fuzz")
-        for line in lines:
-            terminalreporter.write_line(line)
