@@ -137,3 +137,9 @@ def test_a_failed_first_load_after_startup_makes_the_server_not_ready(onnx_file,
         "version": None,
         "error": registry.error(NAME),
     }
+
+
+def test_the_native_model_detail_is_ready_and_says_which_version_answers(failed_swap, client):
+    detail = client.get(f"/api/mlapp/models/{NAME}/").json()
+    assert (detail["ready"], detail["loaded_version"]) == (True, 1)
+    assert "its production version v2 failed to load" in detail["reason"]

@@ -21,10 +21,14 @@ NOT_LOADED_NO_STARTUP = (
 
 
 def readiness(model: MLModel, production: ModelVersion | None) -> dict[str, Any]:
-    """``{"ready", "reason", "loaded_version"}`` of ``model`` in this process."""
+    """``{"ready", "reason", "loaded_version"}`` of ``model`` in this process.
+
+    A model that answers with an earlier version, because its production version failed to
+    load, is ready, and its reason says so.
+    """
     loaded = service.loaded_version(model.name)
     if loaded is not None:
-        return {"ready": True, "reason": None, "loaded_version": loaded}
+        return {"ready": True, "reason": service.stale_reason(model.name), "loaded_version": loaded}
     error = service.load_error(model.name)
     if error is not None:
         reason = error

@@ -84,9 +84,12 @@ class V2View:
 def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
     """Run the ``MLAPP`` permission classes of ``kind``; a response when access is refused.
 
-    All ``AllowAny`` (the default): nothing runs, so no session or token is looked up.
+    All ``AllowAny`` (the default) and no ``Authorization`` header: nothing runs, so no
+    session or token is looked up. Credentials that were sent are always checked: a wrong
+    token is a 401, as on the native API, even where anyone may call.
     """
-    if permissions.open_to_anyone(kind):
+    credentials = "HTTP_AUTHORIZATION" in request.META
+    if permissions.open_to_anyone(kind) and not credentials:
         return None
     classes = permissions.permission_classes(kind)
     # api_settings imports the classes; the stubs type the setting as their dotted paths.
@@ -96,6 +99,8 @@ def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
     drf_request = Request(request, authenticators=[auth() for auth in auth_classes])
     view = V2View(kind)
     try:
+        if credentials:
+            drf_request.user  # noqa: B018 - authenticates now: a wrong token raises here
         for cls in classes:
             permission = cls()
             if permission.has_permission(drf_request, view):
@@ -108,15 +113,25 @@ def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
         headers = None
         if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
             # DRF's rule (APIView.handle_exception): 401 with WWW-Authenticate when the first
-            # authentication class names a scheme (Token), else 403 (Session).
-            # The ones built above: a test's ForcedAuthentication never fails to authenticate.
-            authenticators = cast("Sequence[BaseAuthentication]", drf_request.authenticators)
-            challenge = (
-                authenticators[0].authenticate_header(drf_request) if authenticators else None
-            )
+            # authentication class names a scheme (Token), else 403 (Session). A client that
+            # sent credentials gets the challenge of the scheme that takes them, as on the
+            # native API (mlapp.api.native.base).
+            challenge = _challenge(drf_request, credentials)
             status = 401 if challenge else 403
             headers = {"WWW-Authenticate": challenge} if challenge else None
         return _error(str(exc.detail), status, headers)
+    return None
+
+
+def _challenge(drf_request: Request, credentials: bool) -> str | None:
+    # The ones built above: a test's ForcedAuthentication never fails to authenticate.
+    authenticators = cast("Sequence[BaseAuthentication]", drf_request.authenticators)
+    for position, authenticator in enumerate(authenticators):
+        if position > 0 and not credentials:
+            break
+        header = authenticator.authenticate_header(drf_request)
+        if header:
+            return str(header)
     return None
 
 

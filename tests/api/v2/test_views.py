@@ -187,6 +187,21 @@ def test_predict_permission_setting_accepts_a_token(client, affine, settings):
     assert infer(client, HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
 
 
+def test_a_wrong_token_is_a_401_even_where_anyone_may_infer(client, affine, settings):
+    # Session first (the project's order): DRF alone would answer 403 without a challenge.
+    settings.REST_FRAMEWORK = {"DEFAULT_AUTHENTICATION_CLASSES": [SESSION, TOKEN]}
+    for path, method in (("/v2/models/affine/infer", "post"), ("/v2/models/affine", "get")):
+        if method == "post":
+            response = infer(client, HTTP_AUTHORIZATION="Token wrong")
+        else:
+            response = client.get(path, HTTP_AUTHORIZATION="Token wrong")
+        assert response.status_code == 401, path
+        assert response["WWW-Authenticate"] == "Token"
+        assert response.json() == {"error": "Invalid token."}
+    # Without credentials nothing is looked up, and anyone may infer.
+    assert infer(client).status_code == 200
+
+
 def test_predict_permission_denied_without_challenge_is_a_403(client, affine, settings):
     settings.REST_FRAMEWORK = {"DEFAULT_AUTHENTICATION_CLASSES": [SESSION]}
     settings.MLAPP = {"PREDICT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"]}
