@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -225,6 +226,46 @@ def test_batch_job_post_is_created_and_runs_in_process(server):
     assert (job["status"], job["done"], job["failed"]) == ("succeeded", 2, 0)
     stored = server.request("/api/mlapp/models/affine/predictions/a").json()
     assert stored["outputs"]["y"] == [pytest.approx([14.5, 1.5])]
+
+
+#: Values for the path parameters of the native API's routes (the batch test made job 1).
+PATH_VALUES = {"name": "affine", "version": "1", "key": "a", "id": "1", "pk": "1"}
+#: Pages outside the schema: V2 reads, the API's HTML pages, the admin.
+PAGES = [
+    "/v2",
+    "/v2/models/affine",
+    "/v2/models/affine/versions/1",
+    "/v2/models/affine/versions/1/ready",
+    "/api/mlapp/schema/swagger/",
+    "/api/mlapp/schema/redoc/",
+    "/admin/",
+    "/admin/login/",
+    "/metrics",
+]
+
+
+def test_every_read_route_answers_without_a_5xx_under_the_launcher(server):
+    # Every GET of the native API's schema, anonymous and as staff, with the API's HTML
+    # (browsable) and JSON renderings, and the other pages: what works under runserver
+    # must work here.
+    schema = server.request("/api/mlapp/schema/?format=json")
+    assert schema.status == 200, schema.body[:500]
+    paths = [
+        re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], path)
+        for path, operations in schema.json()["paths"].items()
+        if "get" in operations
+    ]
+    assert len(paths) >= 8
+    staff = {"Authorization": f"Token {server.token}"}
+    answers = {}
+    for path in [*paths, *PAGES]:
+        for who in ({}, staff):
+            for accept in ("application/json", "text/html"):
+                answer = server.request(path, headers={**who, "Accept": accept})
+                answers[(path, bool(who), accept)] = answer.status
+    failed = {k: v for k, v in answers.items() if v >= 500}
+    assert failed == {}, (failed, server.tail())
+    assert answers[("/api/mlapp/models/affine/", True, "text/html")] == 200
 
 
 def test_admin_static_files_are_served_with_debug_off(server):
