@@ -4,19 +4,17 @@ model with nothing loaded stays not ready."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
 import mlapp
 from mlapp.models import ModelVersion
-from mlapp.serving.registry import _swap_here, registry
+from mlapp.serving.registry import registry
 from mlapp.serving.service import service
-from mlapp.signals import serving_changed
 from mlapp.startup import load_models
 from mlapp.versions.lifecycle import promote_version, register_version, rollback
+from tests.serving.changes import elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -24,16 +22,6 @@ pytestmark = pytest.mark.django_db
 QUIET = {"THREADS": 1, "POLL_INTERVAL": 3600}
 X = np.ones((1, 3), dtype=np.float32)
 NAME = "swapped"
-
-
-@contextmanager
-def _elsewhere():
-    """A stage change made as if by another process: this one sees it at its next poll."""
-    serving_changed.disconnect(_swap_here)
-    try:
-        yield
-    finally:
-        serving_changed.connect(_swap_here)
 
 
 def _lose_artifact(version: ModelVersion) -> None:
@@ -48,7 +36,7 @@ def failed_swap(onnx_file, settings) -> ModelVersion:
     register_version(NAME, onnx_file, promote=True)
     v2 = register_version(NAME, onnx_file)
     assert load_models() == {}
-    with _elsewhere():
+    with elsewhere():
         promote_version(v2)
     _lose_artifact(v2)
     assert registry.watcher.poll() == [NAME]
@@ -106,7 +94,7 @@ def test_failed_version_is_reported_not_ready_in_the_metrics(failed_swap):
 
 
 def test_rolling_back_clears_the_failure(failed_swap):
-    with _elsewhere():
+    with elsewhere():
         rollback(failed_swap.model)
     registry.watcher.poll()
     assert registry.failure(NAME) is None
@@ -118,7 +106,7 @@ def test_a_failed_first_load_after_startup_makes_the_server_not_ready(onnx_file,
     settings.MLAPP = QUIET
     load_models()  # started with nothing in production
     first = register_version(NAME, onnx_file)
-    with _elsewhere():
+    with elsewhere():
         promote_version(first)
     _lose_artifact(first)
     registry.watcher.poll()

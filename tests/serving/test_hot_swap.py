@@ -7,7 +7,6 @@ import gc
 import threading
 import weakref
 from collections import Counter
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,24 +15,14 @@ from django.test.utils import CaptureQueriesContext
 
 import mlapp
 from mlapp.models import ChangeMarker, ModelVersion
-from mlapp.serving.registry import _swap_here, registry
-from mlapp.signals import serving_changed
+from mlapp.serving.registry import registry
 from mlapp.startup import load_models
 from mlapp.versions.lifecycle import archive_version, promote_version, register_version, rollback
+from tests.serving.changes import elsewhere
 
 X = np.ones((2, 3), dtype=np.float32)
 #: Long enough that the watcher thread never polls during a test: these tests poll by hand.
 QUIET = {"THREADS": 1, "POLL_INTERVAL": 3600}
-
-
-@contextmanager
-def _elsewhere():
-    """Stage changes made as if by another process: this one is not told on commit."""
-    serving_changed.disconnect(_swap_here)
-    try:
-        yield
-    finally:
-        serving_changed.connect(_swap_here)
 
 
 def _counter(name: str) -> int:
@@ -114,7 +103,7 @@ def test_poller_swaps_versions_promoted_elsewhere_under_traffic(onnx_file, setti
     # return while the catch-up still reads the table the promotion below writes (on the
     # tests' in-memory SQLite a write meeting a read fails at once: "table is locked").
     assert registry.get("affine").version == 1
-    with Traffic() as traffic, _elsewhere():
+    with Traffic() as traffic, elsewhere():
         for _ in range(3):
             promote_version(v2)
             assert registry.get("affine").version == 1  # not told yet
@@ -192,7 +181,7 @@ def test_first_lookup_after_fork_catches_up_with_a_change_made_meanwhile(onnx_fi
     register_version("affine", onnx_file, promote=True)
     v2 = register_version("affine", onnx_file)
     load_models()  # in the preloading parent, before the fork
-    with _elsewhere():
+    with elsewhere():
         promote_version(v2)
     registry._after_fork()  # a worker that served nothing yet
     assert registry.get("affine").version == 2
@@ -206,7 +195,7 @@ def test_old_version_is_released_once_the_last_request_using_it_returns(onnx_fil
     load_models()
     in_flight = registry.get("affine")  # a request that is still running on v1
     old = weakref.ref(in_flight)
-    with _elsewhere():
+    with elsewhere():
         promote_version(v2)
     registry.watcher.poll()
     assert registry.get("affine").version == 2
@@ -225,7 +214,7 @@ def test_failed_reload_keeps_the_old_version_answering(onnx_file, settings):
     v2 = register_version("affine", onnx_file)
     v2.artifact.storage.delete(v2.artifact.name)
     load_models()
-    with _elsewhere():
+    with elsewhere():
         promote_version(v2)
     registry.watcher.poll()
     assert mlapp.predict("affine", X).version == 1
@@ -238,7 +227,7 @@ def test_failed_reload_keeps_the_old_version_answering(onnx_file, settings):
         assert registry.watcher.poll() == []
     assert len(queries.captured_queries) == 1
     # Rolling back to the version that kept answering makes the model ready again.
-    with _elsewhere():
+    with elsewhere():
         rollback(v2.model)
     registry.watcher.poll()
     assert registry.status()["affine"] == {"ready": True, "version": 1, "error": None}
@@ -251,7 +240,7 @@ def test_watcher_loads_a_model_promoted_for_the_first_time_in_a_serving_process(
     settings.MLAPP = QUIET
     load_models()  # a web process that started with nothing in production
     first = register_version("affine", onnx_file)
-    with _elsewhere():
+    with elsewhere():
         promote_version(first)
     assert registry.watcher.poll() == ["affine"]
     assert set(registry.loaded()) == {"affine"}
