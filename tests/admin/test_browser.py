@@ -148,6 +148,7 @@ def _walk_through(page, base: str, shots: Path) -> None:
     # The pages people look at: the restored version, and the model with its activity.
     page.goto(f"{base}/admin/mlapp/modelversion/{v1.pk}/change/")
     page.wait_for_selector("svg.mlapp-confusion")
+    _assert_section_headers_fit(page)
     version_page = _shot(page, shots, "5-version-page")
     page.goto(f"{base}/admin/mlapp/mlmodel/{iris.pk}/change/")
     page.wait_for_selector("svg.mlapp-activity")
@@ -165,3 +166,30 @@ def _walk_through(page, base: str, shots: Path) -> None:
     if os.environ.get("MLAPP_UPDATE_SCREENSHOTS") == "1":
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(version_page, DOCS_IMG / "version-page.png")
+
+
+def _assert_section_headers_fit(page) -> None:
+    """The version page's headers are one line high, and "Try it" sits below the form.
+
+    The admin floats ``#content-main``; a block after it that does not clear the float starts
+    at the float's top, and its header, stretched over the whole form, showed through every
+    gap between the fieldsets: each section header looked double height, with a band behind
+    the Save row.
+    """
+    boxes = page.evaluate(
+        """() => {
+            const box = e => e.getBoundingClientRect();
+            return {
+                fieldsets: [...document.querySelectorAll('#content-main fieldset.module h2')]
+                    .map(e => box(e).height),
+                tryIt: box(document.querySelector('#try-it h2')).height,
+                tryTop: box(document.querySelector('#try-it')).top,
+                formBottom: box(document.querySelector('#content-main')).bottom,
+            };
+        }"""
+    )
+    assert len(boxes["fieldsets"]) >= 3
+    stock = max(boxes["fieldsets"])  # the admin's own fieldset heading: one line and padding
+    assert stock < 60
+    assert boxes["tryIt"] <= stock + 4, boxes
+    assert boxes["tryTop"] >= boxes["formBottom"], boxes
