@@ -21,8 +21,8 @@ from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
-from tests.fuzz import tally
 from tests.conftest import ON_POSTGRES
+from tests.fuzz import tally
 from tests.fuzz.common import CI
 
 SCHEMA_URL = "/api/mlapp/schema/?format=json"
