@@ -6,7 +6,7 @@ from typing import Any
 
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -24,6 +24,7 @@ from mlapp.api.native.base import (
     validated,
 )
 from mlapp.api.native.filters import JobFilter, PredictionFilter
+from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.jobs import (
     BatchPredictionSerializer,
     JobCreateSerializer,

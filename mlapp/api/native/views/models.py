@@ -6,7 +6,6 @@ from typing import Any
 
 from django.db.models import Prefetch
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
 from rest_framework import filters
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +19,7 @@ from mlapp.api.native.base import (
     request_user,
 )
 from mlapp.api.native.filters import ModelFilter
+from mlapp.api.native.schema_docs import extend_schema
 from mlapp.api.native.serializers.models import ModelDetailSerializer, ModelListSerializer
 from mlapp.api.native.serializers.versions import VersionDetailSerializer
 from mlapp.api.permissions import MANAGE

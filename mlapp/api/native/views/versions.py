@@ -9,7 +9,7 @@ from typing import Any
 
 from django.http import FileResponse
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -29,6 +29,7 @@ from mlapp.api.native.base import (
     validated,
 )
 from mlapp.api.native.filters import VersionFilter
+from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.versions import (
     VersionDetailSerializer,
     VersionListSerializer,
