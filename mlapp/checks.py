@@ -158,13 +158,11 @@ def check_production_artifacts(
 #: Apps mlapp's pages need, in the order INSTALLED_APPS lists them, with what each provides.
 COMPANION_APPS = {
     "rest_framework": "the browsable API's templates",
-    "django_filters": "the filter form of the browsable API's lists",
     "drf_spectacular": "the Swagger UI and ReDoc page templates",
     "drf_spectacular_sidecar": "the Swagger UI and ReDoc JavaScript and CSS (static files)",
 }
 INSTALLED_APPS_LINE = (
-    'INSTALLED_APPS += ["rest_framework", "django_filters", "drf_spectacular", '
-    '"drf_spectacular_sidecar", "mlapp"]'
+    'INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar", "mlapp"]'
 )
 TOKEN_AUTH = "rest_framework.authentication.TokenAuthentication"  # noqa: S105 (a class path)
 

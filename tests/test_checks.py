@@ -278,7 +278,7 @@ def test_the_test_settings_add_everything_the_readme_asks_for():
     assert check_routes() == []
 
 
-@pytest.mark.parametrize("app", ["rest_framework", "django_filters", "drf_spectacular_sidecar"])
+@pytest.mark.parametrize("app", ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar"])
 def test_a_missing_companion_app_is_an_error_naming_the_line_to_add(settings, app):
     settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != app]
     (issue,) = check_companion_apps()
@@ -290,7 +290,7 @@ def test_a_missing_companion_app_is_an_error_naming_the_line_to_add(settings, ap
 
 
 def test_the_hint_is_the_readme_line(settings):
-    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "drf_spectacular"]
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "rest_framework"]
     (issue,) = check_companion_apps()
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert INSTALLED_APPS_LINE in issue.hint
@@ -426,6 +426,15 @@ def test_deploy_check_warns_when_the_database_cannot_be_read(monkeypatch):
     assert issue.id == "mlapp.W005"
     assert isinstance(issue, Warning)
     assert "refused" in issue.msg
+
+
+def test_django_filters_is_not_needed_as_an_app(settings, client, db):
+    # The browsable API's filter form comes from mlapp's templates, not django-filter's.
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_filters"]
+    assert check_companion_apps() == []
+    page = client.get("/api/mlapp/models/", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert b'name="task"' in page.content
 
 
 # --- the views' schema class: mlapp's, whatever REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] says

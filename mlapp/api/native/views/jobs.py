@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
@@ -23,7 +22,7 @@ from mlapp.api.native.base import (
     request_user,
     validated,
 )
-from mlapp.api.native.filters import JobFilter, PredictionFilter
+from mlapp.api.native.filters import FilterBackend, JobFilter, PredictionFilter
 from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.jobs import (
     BatchPredictionSerializer,
@@ -55,7 +54,7 @@ class JobListView(MLAppListView):
     """
 
     read_access = write_access = MANAGE
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = JobFilter
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
@@ -148,7 +147,7 @@ class JobPredictionsView(MLAppListView):
 
     read_access = write_access = MANAGE
     serializer_class = BatchPredictionSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = PredictionFilter
 
     def get_queryset(self) -> Any:
