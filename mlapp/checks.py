@@ -1,7 +1,9 @@
-"""System checks for the MLAPP settings (``manage.py check``) and, on deploy, artifacts."""
+"""System checks: the MLAPP settings, what the host project must add (apps, routes, storage),
+and, on deploy, the production artifacts."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -98,15 +100,36 @@ def check_serving_configs(
 def check_production_artifacts(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """Deploy check: every production artifact exists in storage and matches its sha256."""
-    if not databases:
-        return []
+    """Deploy check: every production artifact exists in storage and matches its sha256.
+
+    ``check --deploy`` runs it with or without ``--database``. Django hands a check the
+    databases it may use only with ``--database``; a deploy check runs where the project is
+    deployed, against the database it serves from, so without the option it reads the
+    production versions from the database the router reads them from (one query) and, when
+    that database cannot be reached, warns (``mlapp.W005``) instead of failing the command.
+    """
+    from django.db import DatabaseError, router
+
     from mlapp.models import ModelVersion
     from mlapp.runtimes.integrity import file_sha256
     from mlapp.serving.loading import local_artifact
 
+    alias = databases[0] if databases else router.db_for_read(ModelVersion)
+    try:
+        versions = list(
+            ModelVersion.objects.using(alias).filter(stage="production").select_related("model")
+        )
+    except DatabaseError as exc:
+        return [
+            Warning(
+                f"The production artifacts were not checked: database {alias!r} cannot be "
+                f"read ({exc}).",
+                hint="Run `manage.py check --deploy` where the database is reachable and migrated.",
+                id="mlapp.W005",
+            )
+        ]
     errors: list[CheckMessage] = []
-    for version in ModelVersion.objects.filter(stage="production").select_related("model"):
+    for version in versions:
         try:
             with local_artifact(version) as path:
                 digest = file_sha256(path)
@@ -128,3 +151,133 @@ def check_production_artifacts(
                 )
             )
     return errors
+
+
+# --- What the host project adds (README, "Adding mlapp to your project")
+
+#: Apps mlapp's pages need, in the order INSTALLED_APPS lists them, with what each provides.
+COMPANION_APPS = {
+    "rest_framework": "the browsable API's templates",
+    "drf_spectacular": "the Swagger UI and ReDoc page templates",
+    "drf_spectacular_sidecar": "the Swagger UI and ReDoc JavaScript and CSS (static files)",
+}
+INSTALLED_APPS_LINE = (
+    'INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar", "mlapp"]'
+)
+TOKEN_AUTH = "rest_framework.authentication.TokenAuthentication"  # noqa: S105 (a class path)
+
+
+@register(Tags.compatibility)
+def check_companion_apps(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The apps mlapp's pages take templates and static files from (E007), and
+    ``rest_framework.authtoken`` when DRF authenticates tokens (E008)."""
+    from django.apps import apps
+
+    errors: list[CheckMessage] = [
+        Error(
+            f"{app!r} is not in INSTALLED_APPS: mlapp needs it for {what}.",
+            hint=f"In settings.py: {INSTALLED_APPS_LINE} (README, Adding mlapp).",
+            id="mlapp.E007",
+        )
+        for app, what in COMPANION_APPS.items()
+        if not apps.is_installed(app)
+    ]
+    rest_framework = getattr(django_settings, "REST_FRAMEWORK", None) or {}
+    classes = (
+        rest_framework.get("DEFAULT_AUTHENTICATION_CLASSES", ())
+        if isinstance(rest_framework, dict)
+        else ()
+    )
+    if TOKEN_AUTH in classes and not apps.is_installed("rest_framework.authtoken"):
+        errors.append(
+            Error(
+                "REST_FRAMEWORK authenticates with TokenAuthentication, but "
+                "'rest_framework.authtoken' is not in INSTALLED_APPS: every request with a "
+                "token fails, and `manage.py drf_create_token` does not exist.",
+                hint='INSTALLED_APPS += ["rest_framework.authtoken"], then `manage.py migrate`.',
+                id="mlapp.E008",
+            )
+        )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_artifact_storage(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """File system storage of artifacts at a relative place (MEDIA_ROOT unset): E009."""
+    from django.core.files.storage import FileSystemStorage, InvalidStorageError, storages
+
+    from mlapp.conf.rules import InvalidSetting
+
+    try:
+        storage = storages[settings.ARTIFACT_STORAGE]
+    except (InvalidSetting, InvalidStorageError):  # reported by check_settings / Django
+        return []
+    if not isinstance(storage, FileSystemStorage):
+        return []
+    base = str(storage.base_location or "")
+    if os.path.isabs(base):
+        return []
+    where = f"{base!r}, relative to" if base else "unset (MEDIA_ROOT is empty): artifacts go to"
+    return [
+        Error(
+            f"Artifacts are stored in the file system at {where} the directory the process "
+            "starts in; a server or worker started elsewhere answers that the artifact is "
+            "missing from storage.",
+            hint='Set an absolute MEDIA_ROOT, e.g. MEDIA_ROOT = BASE_DIR / "media", or give '
+            'MLAPP["ARTIFACT_STORAGE"] a storage with an absolute location.',
+            obj=f"STORAGES[{settings.ARTIFACT_STORAGE!r}]",
+            id="mlapp.E009",
+        )
+    ]
+
+
+def _routed_to(path: str, view: str) -> bool:
+    """``path`` resolves to the view at dotted path ``view`` (compared by name: the checks
+    sit beside the API in the layers, and do not import it)."""
+    from django.urls import Resolver404, resolve
+
+    try:
+        func = resolve(path).func
+    except Resolver404:
+        return False
+    return f"{func.__module__}.{getattr(func, '__name__', '')}" == view
+
+
+@register(Tags.urls)
+def check_routes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The native API (W004), the V2 routes (W002) and ``/metrics`` (W003) are routed."""
+    from django.urls import NoReverseMatch, reverse
+
+    if not getattr(django_settings, "ROOT_URLCONF", None):
+        return []
+    include = "README, Adding mlapp to your project"
+    warnings: list[CheckMessage] = []
+    try:
+        reverse("mlapp:api-root")
+    except NoReverseMatch:
+        warnings.append(
+            Warning(
+                "The native API is not routed (no URL named 'mlapp:api-root').",
+                hint=f'In urls.py: path("api/mlapp/", include("mlapp.urls")) ({include}).',
+                id="mlapp.W004",
+            )
+        )
+    if not _routed_to("/v2/health/ready", "mlapp.api.v2.views.server_ready"):
+        warnings.append(
+            Warning(
+                "/v2/health/ready is not mlapp's: the Open Inference Protocol V2 routes are "
+                "not included at the site root, and V2 clients and health probes get a 404.",
+                hint=f'In urls.py, first: path("", include("mlapp.site_urls")) ({include}).',
+                id="mlapp.W002",
+            )
+        )
+    if not _routed_to("/metrics", "mlapp.api.metrics.metrics_view"):
+        warnings.append(
+            Warning(
+                "/metrics is not routed to mlapp's metrics: Prometheus finds no serving metrics.",
+                hint=f'path("", include("mlapp.site_urls")) routes it ({include}); to serve '
+                "it elsewhere on purpose, add mlapp.W003 to SILENCED_SYSTEM_CHECKS.",
+                id="mlapp.W003",
+            )
+        )
+    return warnings

@@ -1,6 +1,9 @@
-"""The native API. Include under a prefix of your choice, e.g.::
+"""The native API, its schema and docs pages. Include under a prefix of your choice, e.g.::
 
 path("api/mlapp/", include("mlapp.urls")),
+
+The routes whose paths are fixed (V2, ``/metrics``) are in :mod:`mlapp.site_urls`, included
+at the site root.
 """
 
 from django.http import HttpRequest, JsonResponse

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.checks import Error, Warning
 from django.core.management import call_command
@@ -9,8 +15,17 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 
-from mlapp.checks import check_serving_configs, check_settings
-from mlapp.models import MLModel
+from mlapp.checks import (
+    INSTALLED_APPS_LINE,
+    TOKEN_AUTH,
+    check_artifact_storage,
+    check_companion_apps,
+    check_production_artifacts,
+    check_routes,
+    check_serving_configs,
+    check_settings,
+)
+from mlapp.models import MLModel, ModelVersion
 
 
 def issues(mlapp: dict) -> list:
@@ -252,3 +267,225 @@ def test_model_serving_configs_are_not_checked_while_the_global_batching_is_brok
     settings.MLAPP = {"BATCHING": 8}
     MLModel.objects.create(name="m", serving={"batching": {"max_batch_size": 4}})
     assert check_serving_configs(databases=["default"]) == []
+
+
+# --- what the host project adds: companion apps, token auth, storage, routes (issue 13)
+
+
+def test_the_test_settings_add_everything_the_readme_asks_for():
+    assert check_companion_apps() == []
+    assert check_artifact_storage() == []
+    assert check_routes() == []
+
+
+@pytest.mark.parametrize("app", ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar"])
+def test_a_missing_companion_app_is_an_error_naming_the_line_to_add(settings, app):
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != app]
+    (issue,) = check_companion_apps()
+    assert issue.id == "mlapp.E007"
+    assert isinstance(issue, Error)
+    assert repr(app) in issue.msg
+    assert f'"{app}"' in issue.hint
+    assert "INSTALLED_APPS +=" in issue.hint
+
+
+def test_the_hint_is_the_readme_line(settings):
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "rest_framework"]
+    (issue,) = check_companion_apps()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert INSTALLED_APPS_LINE in issue.hint
+    assert INSTALLED_APPS_LINE in readme
+
+
+def test_token_authentication_without_authtoken_is_an_error(settings):
+    settings.INSTALLED_APPS = [
+        a for a in settings.INSTALLED_APPS if a != "rest_framework.authtoken"
+    ]
+    assert TOKEN_AUTH in settings.REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
+    (issue,) = check_companion_apps()
+    assert issue.id == "mlapp.E008"
+    assert "drf_create_token" in issue.msg
+    settings.REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"]
+    }
+    assert check_companion_apps() == []
+
+
+@pytest.mark.parametrize("media_root", ["", "media", "./var/media"])
+def test_file_storage_at_a_relative_place_is_an_error(settings, media_root):
+    settings.MEDIA_ROOT = media_root
+    (issue,) = check_artifact_storage()
+    assert issue.id == "mlapp.E009"
+    assert "MEDIA_ROOT" in issue.hint
+    assert "unset" in issue.msg if not media_root else repr(media_root) in issue.msg
+
+
+def test_a_storage_with_an_absolute_location_passes_whatever_media_root_says(settings, tmp_path):
+    settings.MEDIA_ROOT = ""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    with override_settings(MLAPP={"ARTIFACT_STORAGE": "artifacts"}):
+        assert check_artifact_storage() == []
+    assert ids(check_artifact_storage()) == ["mlapp.E009"]  # the default storage: MEDIA_ROOT
+
+
+def test_a_storage_that_is_not_the_file_system_is_not_checked(settings):
+    settings.MEDIA_ROOT = ""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    assert check_artifact_storage() == []
+
+
+_v2 = 'path("", include("mlapp.api.v2.urls"))'
+_native = 'path("api/mlapp/", include("mlapp.urls"))'
+_metrics = 'path("metrics", metrics_view)'
+
+
+@pytest.mark.parametrize(
+    ("routes", "expected"),
+    [
+        ([_native], ["mlapp.W002", "mlapp.W003"]),  # the README before issue 13
+        ([_v2, _native], ["mlapp.W003"]),
+        ([_v2], ["mlapp.W004", "mlapp.W003"]),
+        ([_v2, _native, _metrics], []),  # the example project's way
+        (['path("", include("mlapp.site_urls"))', _native], []),  # the README's
+        (['path("ml/", include("mlapp.site_urls"))', _native], ["mlapp.W002", "mlapp.W003"]),
+    ],
+)
+def test_routes_mlapp_needs_are_checked(tmp_path, monkeypatch, routes, expected):
+    module = f"host_urls_{abs(hash(tuple(routes)))}"
+    (tmp_path / f"{module}.py").write_text(
+        "from django.urls import include, path\n"
+        "from mlapp.api.metrics import metrics_view\n"
+        f"urlpatterns = [{', '.join(routes)}]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with override_settings(ROOT_URLCONF=module):
+        found = check_routes()
+    assert sorted(ids(found)) == sorted(expected)
+    assert all(isinstance(issue, Warning) and "README" in issue.hint for issue in found)
+
+
+def test_manage_py_check_reports_a_missing_v2_route(tmp_path, monkeypatch):
+    (tmp_path / "native_only_urls.py").write_text(
+        f"from django.urls import include, path\nurlpatterns = [{_native}]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = io.StringIO()
+    with override_settings(ROOT_URLCONF="native_only_urls"):
+        call_command("check", stdout=out, stderr=out)
+    assert "mlapp.W002" in out.getvalue()
+    assert "mlapp.W003" in out.getvalue()
+
+
+# --- deploy: the production artifacts, with or without --database
+
+
+@pytest.fixture
+def production(db, onnx_file):
+    from mlapp.versions.lifecycle import register_version
+
+    return register_version("affine", onnx_file, promote=True)
+
+
+@pytest.mark.parametrize("databases", [None, ["default"]])
+def test_deploy_check_verifies_artifacts_without_database_option(production, databases):
+    assert check_production_artifacts(databases=databases) == []
+    with production.artifact.storage.open(production.artifact.name, "ab") as f:
+        f.write(b"tampered")
+    (issue,) = check_production_artifacts(databases=databases)
+    assert issue.id == "mlapp.E011"
+    production.artifact.storage.delete(production.artifact.name)
+    (issue,) = check_production_artifacts(databases=databases)
+    assert issue.id == "mlapp.E010"
+
+
+def test_manage_py_check_deploy_reports_a_missing_artifact_without_database_option(
+    production,
+):
+    production.artifact.storage.delete(production.artifact.name)
+    with pytest.raises(SystemCheckError, match=r"mlapp\.E010"):
+        call_command("check", "--deploy", "--fail-level", "ERROR")
+
+
+def test_deploy_check_warns_when_the_database_cannot_be_read(monkeypatch):
+    from django.db import OperationalError
+
+    def unreachable(alias):
+        raise OperationalError(f"connection to {alias} refused")
+
+    monkeypatch.setattr(ModelVersion.objects, "using", unreachable)
+    (issue,) = check_production_artifacts()
+    assert issue.id == "mlapp.W005"
+    assert isinstance(issue, Warning)
+    assert "refused" in issue.msg
+
+
+def test_django_filters_is_not_needed_as_an_app(settings, client, db):
+    # The browsable API's filter form comes from mlapp's templates, not django-filter's.
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_filters"]
+    assert check_companion_apps() == []
+    page = client.get("/api/mlapp/models/", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert b'name="task"' in page.content
+
+
+# --- the views' schema class: mlapp's, whatever REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] says
+
+
+_DRF_DEFAULT_SCHEMA = """
+import django
+from django.test import Client
+django.setup()
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.settings import spectacular_settings
+from mlapp.api.native.schema_docs import MLAppAutoSchema
+
+generator = SchemaGenerator(urlconf="mlapp.urls")
+generator._initialise_endpoints()
+endpoints = generator._get_paths_and_endpoints()
+assert len(endpoints) > 20, endpoints
+for path, _, method, view in endpoints:
+    assert isinstance(view.schema, MLAppAutoSchema), (path, method, type(view.schema).__mro__)
+# What drf-spectacular's deploy check does, over the whole site.
+spectacular_settings.DEFAULT_GENERATOR_CLASS().get_schema(request=None, public=True)
+client = Client()
+for url in ["/api/mlapp/schema/", "/api/mlapp/schema/swagger/", "/api/mlapp/schema/redoc/"]:
+    assert client.get(url).status_code == 200, url
+print("ok")
+"""
+
+
+def test_the_views_use_mlapps_schema_class_whatever_default_schema_class_says(tmp_path):
+    # drf-spectacular derives a decorated method's schema class from DEFAULT_SCHEMA_CLASS as
+    # it is when the views are imported; a project that never set it (DRF's own AutoSchema)
+    # had the schema, the docs pages and check --deploy fail: "Incompatible AutoSchema".
+    (tmp_path / "drf_default_settings.py").write_text(
+        "from tests.settings import *  # noqa\n"
+        'REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_SCHEMA_CLASS": '
+        '"rest_framework.schemas.openapi.AutoSchema"}\n'
+        "ALLOWED_HOSTS = ['testserver']\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "drf_default_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _DRF_DEFAULT_SCHEMA],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import django_filters
+from django_filters.rest_framework import DjangoFilterBackend
 
 from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
+
+
+class FilterBackend(DjangoFilterBackend):
+    """django-filter's backend, with the browsable API's filter form from mlapp's templates:
+    a project need not add ``django_filters`` to ``INSTALLED_APPS`` for the form to render."""
+
+    template = "mlapp/api/filter_form.html"
 
 
 class ModelFilter(django_filters.FilterSet):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from drf_spectacular import utils as spectacular
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
@@ -67,6 +70,40 @@ class MLAppAutoSchema(AutoSchema):
 
     def _pages(self) -> bool:
         return self._is_list_view() and getattr(self.view, "pagination_class", None) is not None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def extend_schema(**kwargs: Any) -> Callable[[F], F]:
+    """drf-spectacular's ``extend_schema``, over :class:`MLAppAutoSchema` on a view method too.
+
+    On a method, drf-spectacular derives the method's schema class from the project's
+    ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]`` as it is when the views are imported: DRF's own
+    ``AutoSchema`` in a project that never set it, and then the schema, the docs pages and
+    ``check --deploy`` fail with "Incompatible AutoSchema used on View ...". The base it looks
+    at first is the function's ``schema`` attribute: given for the decoration, the method is
+    described by mlapp's schema whatever the project's setting. Every native view and the
+    docs views use this one, not drf-spectacular's.
+    """
+    decorate = spectacular.extend_schema(**kwargs)
+
+    def decorator(f: F) -> F:
+        own = "schema" in getattr(f, "kwargs", {}) or hasattr(f, "schema")
+        if not inspect.isfunction(f) or own:
+            return decorate(f)
+        f.schema = MLAppAutoSchema  # type: ignore[attr-defined]
+        try:
+            return decorate(f)
+        finally:
+            del f.schema  # type: ignore[attr-defined]
+
+    return decorator
+
+
+def extend_schema_view(**kwargs: Any) -> Callable[[F], F]:
+    """drf-spectacular's ``extend_schema_view``; give it decorators of :func:`extend_schema`."""
+    return spectacular.extend_schema_view(**kwargs)
 
 
 BINARY = OpenApiTypes.BINARY

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -23,7 +22,8 @@ from mlapp.api.native.base import (
     request_user,
     validated,
 )
-from mlapp.api.native.filters import JobFilter, PredictionFilter
+from mlapp.api.native.filters import FilterBackend, JobFilter, PredictionFilter
+from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.jobs import (
     BatchPredictionSerializer,
     JobCreateSerializer,
@@ -54,7 +54,7 @@ class JobListView(MLAppListView):
     """
 
     read_access = write_access = MANAGE
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = JobFilter
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
@@ -147,7 +147,7 @@ class JobPredictionsView(MLAppListView):
 
     read_access = write_access = MANAGE
     serializer_class = BatchPredictionSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = PredictionFilter
 
     def get_queryset(self) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Prefetch
-from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
 from rest_framework import filters
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,7 +17,8 @@ from mlapp.api.native.base import (
     get_version,
     request_user,
 )
-from mlapp.api.native.filters import ModelFilter
+from mlapp.api.native.filters import FilterBackend, ModelFilter
+from mlapp.api.native.schema_docs import extend_schema
 from mlapp.api.native.serializers.models import ModelDetailSerializer, ModelListSerializer
 from mlapp.api.native.serializers.versions import VersionDetailSerializer
 from mlapp.api.permissions import MANAGE
@@ -39,7 +38,7 @@ class ModelListView(MLAppListView):
     """Models, their production version, and whether this process has them ready."""
 
     serializer_class = ModelListSerializer
-    filter_backends = [DjangoFilterBackend, filters.SearchFilter]
+    filter_backends = [FilterBackend, filters.SearchFilter]
     filterset_class = ModelFilter
     search_fields = ["name"]
 

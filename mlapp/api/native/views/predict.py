@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
@@ -14,6 +13,7 @@ from mlapp.api.native import schema_docs as docs
 from mlapp.api.native.base import MLAppAPIView, find_version
 from mlapp.api.native.codecs import read_inputs
 from mlapp.api.native.fastjson import FastJSONParser, FastJSONRenderer
+from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.predict import (
     PredictInfoSerializer,
     PredictRequestSerializer,

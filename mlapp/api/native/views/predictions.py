@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from mlapp.api.native import schema_docs as docs
 from mlapp.api.native.base import MLAppGenericView, get_model
+from mlapp.api.native.schema_docs import extend_schema
 from mlapp.api.native.serializers.jobs import BatchPredictionSerializer
 from mlapp.api.permissions import PREDICT
 from mlapp.batch import latest_prediction

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from mlapp.api.native.base import MLAppAPIView
+from mlapp.api.native.schema_docs import extend_schema
 
 
 class ApiRootView(MLAppAPIView):

@@ -8,8 +8,7 @@ import posixpath
 from typing import Any
 
 from django.http import FileResponse
-from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -28,7 +27,8 @@ from mlapp.api.native.base import (
     request_user,
     validated,
 )
-from mlapp.api.native.filters import VersionFilter
+from mlapp.api.native.filters import FilterBackend, VersionFilter
+from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.versions import (
     VersionDetailSerializer,
     VersionListSerializer,
@@ -59,7 +59,7 @@ class VersionListView(MLAppListView):
     A refused artifact answers 400 with the reason and stores nothing.
     """
 
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = VersionFilter
     # ?format= filters by artifact format here; the Accept header picks JSON or HTML.
     content_negotiation_class = FormatIsAFilterNegotiation
