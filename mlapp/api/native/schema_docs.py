@@ -30,7 +30,8 @@ class MLAppAutoSchema(AutoSchema):
     Declared once here rather than on each view: 401 (credentials sent and refused) and 403
     (not allowed: every kind of access has a permission setting a project may tighten) on
     every operation; 404 where a path names a model, version or job, or a list pages;
-    400 where a list pages or takes filters (a bad page size or filter value).
+    400 where a list pages or takes filters (a bad page size or filter value); 415 where an
+    operation takes a body.
     """
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
@@ -40,6 +41,10 @@ class MLAppAutoSchema(AutoSchema):
             codes.append("404")
         if self._pages() or getattr(self.view, "filterset_class", None):
             codes.append("400")
+        if self.method in {"POST", "PUT", "PATCH"}:
+            # DRF's parsers: a body of a type none of them reads, or a multipart body too
+            # broken to tell its type.
+            codes.append("415")
         for code in codes:
             responses.setdefault(
                 code, self._get_response_for_code(ERROR, code, direction=direction)

@@ -81,7 +81,7 @@ def test_schema_documents_predict_with_examples(schema):
     post = schema["paths"]["/api/mlapp/models/{name}/predict"]["post"]
     examples = post["requestBody"]["content"]["application/json"]["examples"]
     assert set(examples) == {"NamedInputs", "BareValue", "Records", "Texts"}
-    assert set(post["responses"]) == {"200", "400", "401", "403", "404", "413", "503"}
+    assert set(post["responses"]) == {"200", "400", "401", "403", "404", "413", "415", "503"}
     error = schema["components"]["schemas"]["Error"]
     assert error["properties"] == {
         "error": {"type": "string", "description": "What went wrong, and what to fix."}
