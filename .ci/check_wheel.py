@@ -8,6 +8,8 @@ REQUIRED = [
     "mlapp/migrations/0001_initial.py",
     "mlapp/migrations/0002_change_marker.py",
     "mlapp/apps.py",
+    "mlapp/site_urls.py",
+    "mlapp/templates/mlapp/api/filter_form.html",
     "mlapp/templates/admin/mlapp/stage_confirmation.html",
     "mlapp/templates/mlapp/api/redoc.html",
     "mlapp/static/mlapp/admin.css",

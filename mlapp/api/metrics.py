@@ -1,8 +1,9 @@
 """``GET /metrics``: the Prometheus exposition of the serving metrics (``mlapp.serving.metrics``).
 
-Include it where scrapers expect it, at the site root::
+``mlapp.site_urls`` routes it at the site root, where scrapers expect it; a project that
+wants it elsewhere routes this view itself::
 
-    path("metrics", mlapp.api.metrics.metrics_view, name="metrics"),
+    path("metrics", mlapp.api.metrics.metrics_view, name="mlapp-metrics"),
 
 Like the health endpoints of model servers it asks for no credentials (a scraper carries
 none): route it only where your network lets Prometheus, and not the public, reach it.
