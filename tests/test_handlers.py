@@ -105,13 +105,13 @@ def test_a_handler_that_cannot_be_imported_makes_the_model_not_ready_with_the_re
     # A process that served v1 keeps answering with it, and says why it did not reload.
     ready, reason = service.model_ready("iris")
     assert ready
-    assert f"Handler '{HANDLERS}.Renamed' cannot be imported" in reason
+    assert f"Cannot import handler '{HANDLERS}.Renamed'" in reason
     # A process that starts now cannot answer at all.
     registry.clear()
     load_models(force=True)
     ready, reason = service.model_ready("iris")
     assert not ready
-    assert f"Handler '{HANDLERS}.Renamed' cannot be imported" in reason
+    assert f"Cannot import handler '{HANDLERS}.Renamed'" in reason
     response = Client().get("/v2/models/iris/ready")
     assert response.status_code == 503
 
@@ -137,7 +137,7 @@ def test_a_handler_that_does_not_fit_the_artifact_makes_the_model_not_ready(iris
 @pytest.mark.parametrize(
     ("handler", "reason"),
     [
-        (f"{HANDLERS}.Typo", "cannot be imported"),
+        (f"{HANDLERS}.Typo", "Cannot import handler"),
         (f"{HANDLERS}.NotAHandler", "is not a mlapp.handlers.BaseHandler"),
     ],
 )

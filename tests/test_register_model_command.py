@@ -41,8 +41,8 @@ def test_register_model_creates_model_and_promotes(torchscript_file, tmp_path, c
 @pytest.mark.parametrize(
     ("handler", "reason"),
     [
-        ("tests.importable.handlers.NoSuchHandler", "cannot be imported"),
-        ("no_such_package.handlers.Handler", "cannot be imported"),
+        ("tests.importable.handlers.NoSuchHandler", "Cannot import handler"),
+        ("no_such_package.handlers.Handler", "Cannot import handler"),
         ("tests.importable.handlers.NotAHandler", "is not a mlapp.handlers.BaseHandler"),
     ],
 )

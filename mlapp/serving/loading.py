@@ -283,11 +283,11 @@ def import_handler(path: str) -> type[BaseHandler]:
     try:
         cls = import_string(path)
     except ImportError as exc:
-        raise ArtifactError(f"Handler {path!r} cannot be imported: {exc}") from None
+        raise ArtifactError(f"Cannot import handler {path!r}: {exc}") from None
     except Exception as exc:
         # Importing runs the host's module: whatever it raises, say so.
         raise ArtifactError(
-            f"Handler {path!r} cannot be imported: {type(exc).__name__}: {exc}"
+            f"Cannot import handler {path!r}: {type(exc).__name__}: {exc}"
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, BaseHandler)):
         raise ArtifactError(f"Handler {path!r} is not a mlapp.handlers.BaseHandler subclass.")

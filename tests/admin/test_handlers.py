@@ -7,11 +7,17 @@ from __future__ import annotations
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
 from django.urls import reverse
 
 from mlapp.models import MLModel, ModelVersion
-from tests.admin.tiny_models import IrisHandler, new_iris_version, register_iris_and_digits
+from tests.admin.tiny_models import (
+    IrisHandler,
+    iris_file,
+    new_iris_version,
+    register_iris_and_digits,
+)
 
 HANDLERS = "tests.importable.handlers"
 IRIS_HANDLER = "tests.admin.tiny_models.IrisHandler"
@@ -56,8 +62,8 @@ class ModelHandlerAdminTest(TestCase):
 
     def test_a_handler_path_that_names_no_handler_is_a_form_error(self) -> None:
         cases = {
-            f"{HANDLERS}.Typo": "cannot be imported",
-            "no_such_package.Handler": "cannot be imported",
+            f"{HANDLERS}.Typo": "Cannot import handler",
+            "no_such_package.Handler": "Cannot import handler",
             f"{HANDLERS}.NotAHandler": "is not a mlapp.handlers.BaseHandler",
         }
         for path, reason in cases.items():
@@ -75,7 +81,7 @@ class ModelHandlerAdminTest(TestCase):
         )
         self.assertEqual(response.status_code, 200)
         self.assertIn(
-            "cannot be imported", " ".join(response.context["adminform"].form.errors["handler"])
+            "Cannot import handler", " ".join(response.context["adminform"].form.errors["handler"])
         )
         self.assertFalse(MLModel.objects.filter(name="new").exists())
 
@@ -132,3 +138,15 @@ class ModelHandlerAdminTest(TestCase):
         )
         v2.refresh_from_db()
         self.assertEqual(v2.stage, ModelVersion.Stage.STAGING)
+
+    def test_an_upload_its_models_handler_cannot_serve_is_a_form_error(self) -> None:
+        MLModel.objects.filter(pk=self.iris.pk).update(handler=f"{HANDLERS}.FeaturesHandler")
+        artifact = SimpleUploadedFile("model.pt", iris_file().read_bytes())
+        response = self.client.post(
+            reverse("admin:mlapp_modelversion_add"),
+            {"model": self.iris.pk, "artifact_file": artifact},
+        )
+        self.assertEqual(response.status_code, 200)
+        errors = " ".join(response.context["adminform"].form.errors["artifact_file"])
+        self.assertIn("FeaturesHandler does not fit this artifact", errors)
+        self.assertEqual(ModelVersion.objects.filter(model=self.iris).count(), 1)

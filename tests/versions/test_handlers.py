@@ -18,8 +18,8 @@ HANDLERS = "tests.importable.handlers"
 @pytest.mark.parametrize(
     ("path", "reason"),
     [
-        (f"{HANDLERS}.NoSuchHandler", "cannot be imported"),
-        ("no_such_package.Handler", "cannot be imported"),
+        (f"{HANDLERS}.NoSuchHandler", "Cannot import handler"),
+        ("no_such_package.Handler", "Cannot import handler"),
         (f"{HANDLERS}.NotAHandler", "is not a mlapp.handlers.BaseHandler"),
         ("mlapp.models.MLModel", "is not a mlapp.handlers.BaseHandler"),
     ],
@@ -100,7 +100,7 @@ def test_promotion_refuses_a_handler_that_cannot_be_imported(onnx_file):
     version = register_version("affine", onnx_file)
     MLModel.objects.filter(name="affine").update(handler=f"{HANDLERS}.Gone")
     version.refresh_from_db()
-    with pytest.raises(StageError, match="cannot be imported"):
+    with pytest.raises(StageError, match="Cannot import handler"):
         promote_version(version)
     assert not ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION).exists()
 
