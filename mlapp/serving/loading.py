@@ -158,15 +158,26 @@ def example_inputs(
     against its public signature, or one built row of that signature."""
     if handler is None:
         return sample_inputs(runtime_signature)
-    public = handler.signature()
+    public = example_signature(handler)
     if handler.example is None:
         return sample_inputs(public)
     try:
-        return validate_inputs(public, dict(handler.example))
+        return validate_inputs(public, handler.example)
     except MLAppError as exc:
         raise ArtifactError(
             f"The example of the handler {handler_path(handler)} does not fit its own public "
             f"signature: {exc.message}"
+        ) from None
+
+
+def example_signature(handler: BaseHandler) -> Signature:
+    """``handler.signature()``; ``ArtifactError`` naming the handler when it raises."""
+    try:
+        return handler.signature()
+    except Exception as exc:
+        raise ArtifactError(
+            f"The handler {handler_path(handler)} cannot describe its public signature: "
+            f"{type(exc).__name__}: {exc}"
         ) from None
 
 
@@ -233,7 +244,12 @@ def check_outputs(
             f"The handler {handler_path(handler)}'s postprocess failed on this artifact's "
             f"outputs: {type(exc).__name__}: {exc}"
         ) from None
-    missing = [n for n in handler.signature().output_names if n not in result]
+    if not isinstance(result, dict):
+        raise ArtifactError(
+            f"The handler {handler_path(handler)}'s postprocess returned "
+            f"{type(result).__name__}, not a dict of arrays."
+        )
+    missing = [n for n in example_signature(handler).output_names if n not in result]
     if missing:
         raise ArtifactError(
             f"The handler {handler_path(handler)} did not return the outputs its public "

@@ -166,6 +166,12 @@ def check_servable(version: ModelVersion) -> None:
         loaded.smoke()
     except MLAppError as exc:
         raise StageError(f"{version} cannot go to production: {exc.message}") from None
+    except Exception as exc:
+        # Loading runs the host's handler code: whatever it raises, say so.
+        logger.exception("mlapp: checking %s before production failed", version)
+        raise StageError(
+            f"{version} cannot go to production: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def promote_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:

@@ -91,7 +91,7 @@ class _ThroughHandler:
 
     def respond(self, signature: dict[str, Any]) -> dict[str, Any]:
         """The handler's example, preprocessed, for an artifact of ``signature``."""
-        runtime_signature = Signature.from_dict(signature)
+        runtime_signature = Signature.from_dict(signature)  # ArtifactError if malformed
         try:
             self.handler = self.cls(self.model_name, runtime_signature)
         except Exception as exc:

@@ -74,3 +74,10 @@ class SettingsHandler(BaseHandler):
 
         assert "mlapp" in settings.INSTALLED_APPS
         return inputs
+
+
+class UndescribableHandler(BaseHandler):
+    """Its signature() raises: a bug in the host's handler code."""
+
+    def signature(self):
+        raise RuntimeError("no signature today")

@@ -130,3 +130,19 @@ def test_rollback_refuses_a_version_its_handler_cannot_serve(onnx_file):
     with pytest.raises(StageError, match="affine v1 cannot go to production"):
         rollback(model)
     assert model.production_version.version == 2
+
+
+def test_promotion_refuses_a_handler_that_raises_describing_itself(onnx_file):
+    version = register_version("affine", onnx_file)
+    MLModel.objects.filter(name="affine").update(handler=f"{HANDLERS}.UndescribableHandler")
+    version.refresh_from_db()
+    with pytest.raises(
+        StageError, match=r"cannot describe its public signature.*no signature today"
+    ):
+        promote_version(version)
+
+
+def test_upload_is_refused_when_its_handler_raises_describing_itself(onnx_file):
+    with pytest.raises(ArtifactError, match="cannot describe its public signature"):
+        register_version("affine", onnx_file, handler=f"{HANDLERS}.UndescribableHandler")
+    assert not ModelVersion.objects.exists()
