@@ -147,23 +147,26 @@ def check_servable(version: ModelVersion) -> None:
 
     Run before a version goes to production, in the process that promotes it: a version its
     handler cannot serve (the handler changed since the upload, or cannot be imported) is
-    refused with the reason instead of answering every request with a 500. The version is
-    loaded through the registry once, which keeps it (the swap then finds it warm).
+    refused with the reason instead of answering every request with a 500. A copy this
+    process already holds (same row, same handler) is used as it is; otherwise the version is
+    loaded once with the registry's loading function and released: the registry's own state
+    (what answers, what failed) changes only through the swap that follows.
     """
     name, number = version.model.name, version.version
     try:
-        loaded = registry.peek(name, number)
-        if loaded is None:
-            loaded = registry.get(name, number)
-        if loaded.version_id != version.pk or loaded.handler_path != version.model.handler:
-            # Loaded before the handler changed: check what production would load now.
-            fresh = load_version(version)
-            try:
-                fresh.smoke()
-            finally:
-                fresh.close()
+        held = registry.peek(name, number)
+        if (
+            held is not None
+            and held.version_id == version.pk
+            and held.handler_path == version.model.handler
+        ):
+            held.smoke()
             return
-        loaded.smoke()
+        loaded = load_version(version)
+        try:
+            loaded.smoke()
+        finally:
+            loaded.close()
     except MLAppError as exc:
         raise StageError(f"{version} cannot go to production: {exc.message}") from None
     except Exception as exc:
