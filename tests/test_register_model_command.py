@@ -33,7 +33,42 @@ def test_register_model_creates_model_and_promotes(torchscript_file, tmp_path, c
     assert version.stage == "production"
     assert version.format == "torchscript"
     assert MLModel.objects.get().handler == "mlapp.handlers.BaseHandler"
-    assert "Registered affine v1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Registered affine v1" in out
+    assert "in stage production" in out
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        ("tests.importable.handlers.NoSuchHandler", "Cannot import handler"),
+        ("no_such_package.handlers.Handler", "Cannot import handler"),
+        ("tests.importable.handlers.NotAHandler", "is not a mlapp.handlers.BaseHandler"),
+    ],
+)
+def test_register_model_refuses_a_bad_handler_path_and_stores_nothing(
+    torchscript_file, tmp_path, handler, reason
+):
+    sig = tmp_path / "sig.json"
+    sig.write_text(json.dumps(TWO_IN_SIGNATURE))
+    with pytest.raises(CommandError, match=reason):
+        call_command(
+            "register_model", "affine", str(torchscript_file), "--signature", str(sig),
+            "--handler", handler,
+        )  # fmt: skip
+    assert not MLModel.objects.exists()
+    assert not ModelVersion.objects.exists()
+
+
+def test_register_model_refuses_a_version_its_handler_cannot_serve(torchscript_file, tmp_path):
+    sig = tmp_path / "sig.json"
+    sig.write_text(json.dumps(TWO_IN_SIGNATURE))
+    with pytest.raises(CommandError, match=r"features"):
+        call_command(
+            "register_model", "affine", str(torchscript_file), "--signature", str(sig),
+            "--handler", "tests.importable.handlers.FeaturesHandler",
+        )  # fmt: skip
+    assert not ModelVersion.objects.exists()
 
 
 def test_register_model_refuses_bad_artifact_and_stores_nothing(tmp_path):

@@ -1,4 +1,5 @@
-"""Forms of the admin: uploading a version (validated before anything is stored), "try it"."""
+"""Forms of the admin: a model (its handler checked), uploading a version (validated before
+anything is stored), "try it"."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from django.utils.translation import gettext_lazy as _
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError
 from mlapp.files import as_local_file
-from mlapp.models import ModelVersion
+from mlapp.models import MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature
+from mlapp.serving.loading import import_handler
 from mlapp.versions.inspection import ArtifactReport
 from mlapp.versions.lifecycle import validate_upload
 
@@ -20,6 +22,23 @@ from mlapp.versions.lifecycle import validate_upload
 MAX_SIGNATURE_SIZE = 256 * 1024
 #: Largest "try it" body accepted, in characters.
 MAX_TRY_BODY = 1024 * 1024
+
+
+class MLModelForm(forms.ModelForm):
+    """A model; its handler must name an importable ``mlapp.handlers.BaseHandler`` subclass."""
+
+    class Meta:
+        model = MLModel
+        fields = ["name", "description", "task", "handler", "serving"]
+
+    def clean_handler(self) -> str:
+        path = (self.cleaned_data.get("handler") or "").strip()
+        if path:
+            try:
+                import_handler(path)
+            except MLAppError as exc:
+                raise forms.ValidationError(exc.message, code="bad_handler") from None
+        return path
 
 
 class VersionUploadForm(forms.ModelForm):

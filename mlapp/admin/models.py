@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import admin
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -14,12 +15,23 @@ from django.utils.translation import gettext_lazy as _
 
 from mlapp.admin import charts
 from mlapp.admin.confirm import confirm, confirm_view
-from mlapp.admin.display import MLAppMedia, VersionColumns, confusion_matrix_of, version_link
+from mlapp.admin.display import (
+    MLAppMedia,
+    VersionColumns,
+    confusion_matrix_of,
+    signature_table,
+    version_link,
+)
+from mlapp.admin.forms import MLModelForm
 from mlapp.admin.stages import ROLL_BACK
 from mlapp.admin.versions import delete_files_on_commit
+from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob, MLModel, ModelVersion
+from mlapp.runtimes.tensors import Signature
+from mlapp.serving.loading import import_handler
 from mlapp.serving.service import service
 from mlapp.serving.stats import request_stats
+from mlapp.versions.lifecycle import log_change
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -34,6 +46,39 @@ if TYPE_CHECKING:
 
 #: Batch jobs drawn on a model's page.
 RECENT_JOBS = 8
+#: The POST field that confirms a handler change which changes the public signature.
+CONFIRM_HANDLER = "confirm_handler_change"
+
+
+def describe(signature: Signature | None) -> str:
+    """A signature on one line, for the admin log."""
+    if signature is None:
+        return "unknown"
+
+    def specs(items: Any) -> str:
+        return ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in items) or "none"
+
+    return f"inputs {specs(signature.inputs)}; outputs {specs(signature.outputs)}"
+
+
+def signature_change(model: MLModel, new_handler: str) -> tuple[Signature | None, Signature] | None:
+    """``(before, after)``: the public signature of ``model``'s production version with its
+    handler and with ``new_handler``, when they differ (None: no change, nothing to compare,
+    or a handler path the form refuses)."""
+    production = model.production_version
+    if production is None:
+        return None
+    runtime = Signature.from_dict(production.signature)
+    try:
+        cls = import_handler(new_handler) if new_handler else None
+        after = cls(model.name, runtime).signature() if cls else runtime
+    except Exception:
+        return None  # the form says what is wrong with it
+    try:
+        before: Signature | None = service.public_signature(production)
+    except MLAppError:
+        before = None  # the current handler is broken: any change is worth a look
+    return None if before == after else (before, after)
 
 
 class ModelVersionInline(VersionColumns, admin.TabularInline):
@@ -72,6 +117,7 @@ class MLModelAdmin(admin.ModelAdmin):
     ]
     search_fields = ["name", "description", "handler"]
     inlines = [ModelVersionInline]
+    form = MLModelForm
     actions = ["rollback_selected"]
     Media = MLAppMedia
     change_form_template = "admin/mlapp/mlmodel/change_form.html"
@@ -96,6 +142,21 @@ class MLModelAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: MLModel | None = None) -> Any:
         return self.activity_fields if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: MLModel, form: Any, change: bool) -> None:
+        before = None
+        if change and "handler" in form.changed_data:
+            before = signature_change(MLModel.objects.get(pk=obj.pk), obj.handler)
+        super().save_model(request, obj, form, change)
+        if change and "handler" in form.changed_data:
+            old = form.initial.get("handler") or "none"
+            message = f"Handler: {old} → {obj.handler or 'none'}."
+            if before is not None:
+                message += (
+                    f" Public signature changed (confirmed): {describe(before[0])} → "
+                    f"{describe(before[1])}."
+                )
+            log_change(request.user, obj, message)
 
     def delete_model(self, request: HttpRequest, obj: MLModel) -> None:
         names = list(obj.versions.values_list("artifact", flat=True))
@@ -152,11 +213,56 @@ class MLModelAdmin(admin.ModelAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         model = self.get_object(request, object_id)
+        if (
+            model is not None
+            and request.method == "POST"
+            and request.POST.get(CONFIRM_HANDLER) != "yes"
+            and self.has_change_permission(request, model)
+        ):
+            new_handler = request.POST.get("handler", model.handler).strip()
+            if new_handler != model.handler:
+                change = signature_change(model, new_handler)
+                if change is not None:
+                    return self.handler_confirmation(request, model, new_handler, change)
         extra = dict(extra_context or {})
         if model is not None:
             extra["can_upload"] = request.user.has_perm("mlapp.add_modelversion")
             extra["can_rollback"] = ROLL_BACK.offered(request, [model])
         return super().change_view(request, object_id, form_url, extra)
+
+    def handler_confirmation(
+        self,
+        request: HttpRequest,
+        model: MLModel,
+        new_handler: str,
+        change: tuple[Signature | None, Signature],
+    ) -> TemplateResponse:
+        """Ask before a handler change that changes what clients send and get.
+
+        The page posts the same form back with :data:`CONFIRM_HANDLER` set.
+        """
+        before, after = change
+        reposted = [
+            (key, value)
+            for key, values in request.POST.lists()
+            if key not in ("csrfmiddlewaretoken", CONFIRM_HANDLER)
+            for value in values
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": model,
+            "title": _("Change the public signature of %(name)s?") % {"name": model.name},
+            "old_handler": model.handler,
+            "new_handler": new_handler,
+            "before": signature_table(before) if before is not None else None,
+            "after": signature_table(after),
+            "reposted": reposted,
+            "confirm_field": CONFIRM_HANDLER,
+            "cancel_url": reverse("admin:mlapp_mlmodel_change", args=[model.pk]),
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/mlapp/mlmodel/handler_confirmation.html", context)
 
     def get_urls(self) -> list:
         view = self.admin_site.admin_view

@@ -16,13 +16,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.utils.module_loading import import_string
 
 from mlapp.conf import settings
-from mlapp.exceptions import ArtifactError, InferenceError
+from mlapp.exceptions import ArtifactError, InferenceError, InvalidInput, MLAppError
 from mlapp.handlers import BaseHandler
 from mlapp.runtimes.base import Runtime
 from mlapp.runtimes.detect import detect_format
@@ -31,9 +31,10 @@ from mlapp.runtimes.tensors import Signature, sample_inputs
 from mlapp.serving import metrics
 from mlapp.serving.batching import MicroBatcher
 from mlapp.serving.config import BatchingConfig, serving_batching
+from mlapp.serving.inputs import validate_inputs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from mlapp.models import MLModel, ModelVersion
 
@@ -70,13 +71,15 @@ class LoadedModel:
         self.runtime.close()
 
     def warm_up(self) -> None:
-        """Run one sample batch through the runtime, so the first request is not the slow one."""
+        """Run the handler's example through the model, so the first request is not the slow one.
+
+        Validation and the promotion already ran it; a model that cannot be warmed here still
+        serves (and its requests report their own errors).
+        """
         started = time.perf_counter()
         try:
-            self.runtime.run(sample_inputs(self.runtime_signature))
+            self.smoke()
         except Exception:
-            # Validation already ran a smoke prediction; a model that cannot be warmed still
-            # serves (and its requests report their own errors).
             logger.warning(
                 "mlapp: warm-up of %s v%s failed", self.name, self.version, exc_info=True
             )
@@ -84,6 +87,13 @@ class LoadedModel:
         logger.info(
             "mlapp: warmed %s v%s in %.3fs", self.name, self.version, time.perf_counter() - started
         )
+
+    def smoke(self) -> dict[str, np.ndarray]:
+        """Answer the handler's example (or one built row) the way a request is answered.
+
+        Raises :class:`ArtifactError` with the reason when the version cannot answer it.
+        """
+        return smoke_run(self.handler, self.runtime_signature, self.runtime.run)
 
 
 def run_model(
@@ -98,13 +108,170 @@ def run_model(
     A function of the parts rather than a method, so that a batcher holding it does not hold
     its :class:`LoadedModel` (a retired version is released with its last request).
     """
-    tensors = handler.preprocess(inputs) if handler else inputs
+    if handler is None:
+        tensors = inputs
+    else:
+        try:
+            tensors = handler.preprocess(inputs)
+        except HANDLER_INPUT_ERRORS as exc:
+            # The handler refused what the client sent (bad text encoding, a missing key):
+            # the client's mistake, told as the handler said it.
+            raise InvalidInput(
+                f"The handler {handler_path(handler)} of {name} refused these inputs: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        except MLAppError:
+            raise
+        except Exception as exc:
+            logger.exception("%s v%s: the handler's preprocess failed", name, version)
+            raise InferenceError(f"Model {name} v{version} failed to run.") from exc
     try:
         outputs = runtime.run(tensors)
     except Exception as exc:
         logger.exception("%s v%s failed to run", name, version)
         raise InferenceError(f"Model {name} v{version} failed to run.") from exc
-    return handler.postprocess(outputs, inputs) if handler else outputs
+    if handler is None:
+        return outputs
+    try:
+        return handler.postprocess(outputs, inputs)
+    except MLAppError:
+        raise
+    except Exception as exc:
+        logger.exception("%s v%s: the handler's postprocess failed", name, version)
+        raise InferenceError(f"Model {name} v{version} failed to run.") from exc
+
+
+#: What a handler's preprocess raises on inputs it cannot read: answered as a 400.
+HANDLER_INPUT_ERRORS = (ValueError, TypeError, UnicodeError, KeyError)
+
+
+def handler_path(handler: BaseHandler | type[BaseHandler]) -> str:
+    """The dotted path of a handler (or its class), as a model's ``handler`` names it."""
+    cls = handler if isinstance(handler, type) else type(handler)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def example_inputs(
+    handler: BaseHandler | None, runtime_signature: Signature
+) -> dict[str, np.ndarray]:
+    """The public inputs a version is smoke-tested with: the handler's ``example`` checked
+    against its public signature, or one built row of that signature."""
+    if handler is None:
+        return sample_inputs(runtime_signature)
+    public = example_signature(handler)
+    if handler.example is None:
+        return sample_inputs(public)
+    try:
+        return validate_inputs(public, handler.example)
+    except MLAppError as exc:
+        raise ArtifactError(
+            f"The example of the handler {handler_path(handler)} does not fit its own public "
+            f"signature: {exc.message}"
+        ) from None
+
+
+def example_signature(handler: BaseHandler) -> Signature:
+    """``handler.signature()``; ``ArtifactError`` naming the handler when it raises."""
+    try:
+        return handler.signature()
+    except Exception as exc:
+        raise ArtifactError(
+            f"The handler {handler_path(handler)} cannot describe its public signature: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def check_fit(handler: BaseHandler, runtime_signature: Signature, tensors: dict[str, Any]) -> None:
+    """Refuse a handler whose preprocess does not name the artifact's inputs.
+
+    Costs no inference (the model is not run): loading calls it before serving, so a
+    handler and an artifact that do not fit make the model not ready, with the reason.
+    """
+    if not isinstance(tensors, dict):
+        raise ArtifactError(
+            f"The handler {handler_path(handler)}'s preprocess returned "
+            f"{type(tensors).__name__}, not a dict of arrays keyed by the artifact's inputs."
+        )
+    wanted = list(runtime_signature.input_names)
+    missing = [n for n in wanted if n not in tensors]
+    extra = [str(n) for n in tensors if n not in wanted]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"the artifact needs {missing}, which it does not give")
+        if extra:
+            parts.append(f"it gives {extra}, which the artifact does not take")
+        raise ArtifactError(
+            f"The handler {handler_path(handler)} does not fit this artifact: its preprocess "
+            f"gives {sorted(map(str, tensors))} on its example; {'; '.join(parts)}."
+        )
+
+
+def handler_tensors(
+    handler: BaseHandler | None, runtime_signature: Signature
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(public inputs, runtime tensors)`` of the smoke example, checked to fit the artifact.
+
+    Raises :class:`ArtifactError` naming the handler when its example or preprocess fails.
+    """
+    inputs = example_inputs(handler, runtime_signature)
+    if handler is None:
+        return inputs, inputs
+    try:
+        tensors = handler.preprocess(inputs)
+    except Exception as exc:
+        raise ArtifactError(
+            f"The handler {handler_path(handler)} failed on its own example: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    check_fit(handler, runtime_signature, tensors)
+    return inputs, tensors
+
+
+def check_outputs(
+    handler: BaseHandler | None,
+    runtime_signature: Signature,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The handler's postprocess of the smoke outputs, checked against its public outputs."""
+    if handler is None:
+        return outputs
+    try:
+        result = handler.postprocess(outputs, inputs)
+    except Exception as exc:
+        raise ArtifactError(
+            f"The handler {handler_path(handler)}'s postprocess failed on this artifact's "
+            f"outputs: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(result, dict):
+        raise ArtifactError(
+            f"The handler {handler_path(handler)}'s postprocess returned "
+            f"{type(result).__name__}, not a dict of arrays."
+        )
+    missing = [n for n in example_signature(handler).output_names if n not in result]
+    if missing:
+        raise ArtifactError(
+            f"The handler {handler_path(handler)} did not return the outputs its public "
+            f"signature names: {missing}."
+        )
+    return result
+
+
+def smoke_run(
+    handler: BaseHandler | None,
+    runtime_signature: Signature,
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """Handler example -> preprocess -> ``run`` -> postprocess; ``ArtifactError`` on failure."""
+    inputs, tensors = handler_tensors(handler, runtime_signature)
+    try:
+        outputs = run(tensors)
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, MLAppError) else f"{type(exc).__name__}: {exc}"
+        via = f" through the handler {handler_path(handler)}" if handler else ""
+        raise ArtifactError(f"A prediction on the example{via} failed: {reason}") from None
+    return check_outputs(handler, runtime_signature, inputs, outputs)
 
 
 def runtime_class(fmt: str) -> type[Runtime]:
@@ -123,17 +290,29 @@ def load_runtime(path: str, fmt: str, signature: Signature | None = None) -> Run
     return runtime
 
 
+def import_handler(path: str) -> type[BaseHandler]:
+    """The handler class ``path`` names; ``ArtifactError`` when it cannot be one.
+
+    The one check of a handler path, wherever it is set (the admin, the API,
+    ``register_model``, :func:`mlapp.versions.lifecycle.register_version`) or loaded.
+    """
+    try:
+        cls = import_string(path)
+    except ImportError as exc:
+        raise ArtifactError(f"Cannot import handler {path!r}: {exc}") from None
+    except Exception as exc:
+        # Importing runs the host's module: whatever it raises, say so.
+        raise ArtifactError(
+            f"Cannot import handler {path!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, BaseHandler)):
+        raise ArtifactError(f"Handler {path!r} is not a mlapp.handlers.BaseHandler subclass.")
+    return cls
+
+
 def handler_class(model: MLModel) -> type[BaseHandler] | None:
     """The class ``model.handler`` names (None: no handler); ``ArtifactError`` if unusable."""
-    if not model.handler:
-        return None
-    try:
-        cls = import_string(model.handler)
-    except ImportError as exc:
-        raise ArtifactError(f"Handler {model.handler!r} cannot be imported: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, BaseHandler)):
-        raise ArtifactError(f"Handler {model.handler!r} is not a mlapp.handlers.BaseHandler.")
-    return cls
+    return import_handler(model.handler) if model.handler else None
 
 
 def load_handler(model: MLModel, runtime_signature: Signature) -> BaseHandler | None:
@@ -248,7 +427,15 @@ def load_version(version: ModelVersion) -> LoadedModel:
     with local_artifact(version) as path:
         verify_artifact(version, path)
         runtime = load_runtime(path, version.format, signature)
-    handler = load_handler(version.model, signature)
+    try:
+        handler = load_handler(version.model, signature)
+        if handler is not None:
+            # No inference here (startup loads before the server forks): the handler's
+            # example is preprocessed and checked to name the artifact's inputs.
+            handler_tensors(handler, signature)
+    except BaseException:
+        runtime.close()
+        raise
     loaded = LoadedModel(
         name=version.model.name,
         version=version.version,

@@ -20,9 +20,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from mlapp.exceptions import StageError
+from mlapp.exceptions import MLAppError, StageError
 from mlapp.files import as_local_file, save_with_file
 from mlapp.models import MLModel, ModelVersion
+from mlapp.serving.loading import import_handler, load_version
+from mlapp.serving.registry import registry
 from mlapp.versions.inspection import ArtifactReport
 from mlapp.versions.validation import validate_artifact
 
@@ -50,10 +52,14 @@ def register_version(
     the ``ArtifactError`` propagates before any row or file is written. The artifact is
     loaded and run in the validation sandbox (:mod:`mlapp.versions.sandbox`), whoever calls;
     ``report`` is the result of a validation this caller already ran on this very file.
+    A ``handler`` path that does not name a handler class raises ``ArtifactError``; the upload
+    is validated through the handler that will serve it (``handler``, else the model's own).
     """
+    if handler:
+        import_handler(handler)
     with as_local_file(artifact) as path:
         if report is None:
-            report = validate_upload(path, model_name, signature=signature)
+            report = validate_upload(path, model_name, signature=signature, handler=handler)
         if filename is None:
             filename = os.path.basename(getattr(artifact, "name", None) or os.fspath(path))
         with transaction.atomic():
@@ -97,7 +103,7 @@ def register_version(
                     added=True,
                 )
             if promote:
-                promote_version(version, user=created_by)
+                version = promote_version(version, user=created_by)
     logger.info("mlapp: registered %s (%s, sha256 %s)", version, version.format, version.sha256)
     return version
 
@@ -117,13 +123,68 @@ def validate_upload(
     model_name: str,
     *,
     signature: dict[str, Any] | None = None,
+    handler: str | None = None,
 ) -> ArtifactReport:
-    """Validate the file at ``path`` as a new version of ``model_name`` (stores nothing)."""
-    return validate_artifact(path, declared=signature, inherited=inherited_signature(model_name))
+    """Validate the file at ``path`` as a new version of ``model_name`` (stores nothing).
+
+    The smoke prediction runs through ``handler`` (None: the model's current handler).
+    """
+    if handler is None:
+        handler = (
+            MLModel.objects.filter(name=model_name).values_list("handler", flat=True).first() or ""
+        )
+    return validate_artifact(
+        path,
+        declared=signature,
+        inherited=inherited_signature(model_name),
+        handler=handler,
+        model_name=model_name,
+    )
+
+
+def check_servable(version: ModelVersion) -> None:
+    """Load ``version`` here and answer its handler's example, or raise :class:`StageError`.
+
+    Run before a version goes to production, in the process that promotes it: a version its
+    handler cannot serve (the handler changed since the upload, or cannot be imported) is
+    refused with the reason instead of answering every request with a 500. A copy this
+    process already holds (same row, same handler) is used as it is; otherwise the version is
+    loaded once with the registry's loading function and released: the registry's own state
+    (what answers, what failed) changes only through the swap that follows.
+    """
+    name, number = version.model.name, version.version
+    try:
+        held = registry.peek(name, number)
+        if (
+            held is not None
+            and held.version_id == version.pk
+            and held.handler_path == version.model.handler
+        ):
+            held.smoke()
+            return
+        loaded = load_version(version)
+        try:
+            loaded.smoke()
+        finally:
+            loaded.close()
+    except MLAppError as exc:
+        raise StageError(f"{version} cannot go to production: {exc.message}") from None
+    except Exception as exc:
+        # Loading runs the host's handler code: whatever it raises, say so.
+        logger.exception("mlapp: checking %s before production failed", version)
+        raise StageError(
+            f"{version} cannot go to production: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def promote_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:
-    """Make ``version`` the production version; the previous one becomes archived."""
+    """Make ``version`` the production version; the previous one becomes archived.
+
+    The version is first loaded and run on its handler's example (:func:`check_servable`);
+    :class:`StageError` says why when it cannot answer.
+    """
+    if version.stage != ModelVersion.Stage.PRODUCTION:
+        check_servable(version)
     return _make_production(version, user=user, action="promoted")
 
 
@@ -179,7 +240,11 @@ def required_rollback_target(model: MLModel) -> ModelVersion:
 
 
 def rollback(model: MLModel, *, user: Any = None) -> ModelVersion:
-    """Bring back the version that was in production before the current one."""
+    """Bring back the version that was in production before the current one.
+
+    Like a promotion, the version is first run on its handler's example here.
+    """
+    check_servable(required_rollback_target(model))
     with transaction.atomic():
         model = MLModel.objects.select_for_update().get(pk=model.pk)
         previous = required_rollback_target(model)

@@ -25,11 +25,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlapp.exceptions import ArtifactError
@@ -39,15 +42,32 @@ MAX_ERROR_CHARS = 600
 #: Largest file the worker may write (RLIMIT_FSIZE): enough for a runtime's caches, not a
 #: disk filled by an artifact.
 MAX_WRITTEN_FILE = 256 * 1024**2
+#: Most standard error kept from a validation process (its tail says why it failed).
+MAX_STDERR = 1024**2
+#: The file in the scratch folder that carries the handler's tensors to the worker.
+HANDLER_INPUTS = "handler-inputs.json"
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "torch_export": ".pt2"}
 
+#: Given the artifact's settled signature (as a dict), the tensors to run it on (encoded by
+#: :func:`mlapp.versions.inspection.encode_arrays`). Runs in this process, never the worker.
+Respond = Callable[[dict[str, Any]], Mapping[str, Any]]
 
-def run(request: dict[str, Any], artifact: str, *, timeout: float, memory: int) -> dict[str, Any]:
+
+def run(
+    request: dict[str, Any],
+    artifact: str,
+    *,
+    timeout: float,
+    memory: int,
+    respond: Respond | None = None,
+) -> dict[str, Any]:
     """Inspect ``artifact`` in a contained worker; its answer (``report`` or ``error``).
 
     ``request`` is what :func:`mlapp.versions.inspection.run_validation_request` reads; the
-    artifact's path and the limits are added here. ``ArtifactError`` when the worker was
-    killed, crashed or timed out.
+    artifact's path and the limits are added here. With ``respond``, the worker asks for
+    tensors once the artifact is loaded (see :mod:`mlapp.versions.worker`): ``respond`` makes
+    them here, from the signature, and an exception it raises stops the worker and
+    propagates. ``ArtifactError`` when the worker was killed, crashed or timed out.
     """
     scratch = tempfile.mkdtemp(prefix="mlapp-sandbox-")
     try:
@@ -57,8 +77,9 @@ def run(request: dict[str, Any], artifact: str, *, timeout: float, memory: int) 
             **request,
             "path": local,
             "limits": {"memory": memory, "cpu_seconds": int(timeout) + 5},
+            "handler": respond is not None,
         }
-        return _spawn(request, scratch, timeout=timeout, memory=memory)
+        return _spawn(request, scratch, timeout=timeout, memory=memory, respond=respond)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -85,7 +106,14 @@ def child_environment(scratch: str) -> dict[str, str]:
     }
 
 
-def _spawn(request: dict[str, Any], scratch: str, *, timeout: float, memory: int) -> dict[str, Any]:
+def _spawn(
+    request: dict[str, Any],
+    scratch: str,
+    *,
+    timeout: float,
+    memory: int,
+    respond: Respond | None = None,
+) -> dict[str, Any]:
     process = subprocess.Popen(
         [sys.executable, "-m", "mlapp.versions.worker"],
         stdin=subprocess.PIPE,
@@ -97,19 +125,19 @@ def _spawn(request: dict[str, Any], scratch: str, *, timeout: float, memory: int
         close_fds=True,
     )
     try:
-        stdout, stderr = process.communicate(json.dumps(request).encode(), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
+        stdout, stderr = _converse(process, request, scratch, time.monotonic() + timeout, respond)
+    except TimeoutError:
         raise ArtifactError(
             f"Loading the artifact and running a sample prediction took longer than "
             f"{timeout:g} s (MLAPP['VALIDATION_TIMEOUT']); the validation process was stopped."
         ) from None
     finally:
-        if process.poll() is None:
-            _kill_group(process)
-    _kill_group(process)  # anything it left behind in its group
+        _kill_group(process)  # anything still running, or left behind in its group
+        if process.stdin is not None and not process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
     answer = last_json_line(stdout)
-    if answer is not None:
+    if answer is not None and "signature" not in answer:
         return answer
     if mentions_out_of_memory(stderr.decode("utf-8", "replace")):
         raise ArtifactError(_memory_refusal(memory))
@@ -117,6 +145,86 @@ def _spawn(request: dict[str, Any], scratch: str, *, timeout: float, memory: int
         f"The artifact crashed the validation process ({exit_reason(process.returncode)})"
         f"{tail(stderr)}."
     )
+
+
+def _converse(
+    process: subprocess.Popen[bytes],
+    request: dict[str, Any],
+    scratch: str,
+    deadline: float,
+    respond: Respond | None,
+) -> tuple[bytes, bytes]:
+    """Send the request, answer the worker's one question, read until it exits.
+
+    Both output pipes are drained together (a worker blocked on a full standard error would
+    never answer). ``TimeoutError`` past ``deadline``. Only short lines go to its standard
+    input (the tensors travel in a file), so writing never blocks.
+    """
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    with contextlib.suppress(BrokenPipeError):  # a worker that died at once: read why below
+        process.stdin.write(json.dumps(request).encode() + b"\n")
+        process.stdin.flush()
+        if respond is None:
+            process.stdin.close()
+    stdout = bytearray()
+    stderr = bytearray()
+    asked = False
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ, stdout)
+        selector.register(process.stderr, selectors.EVENT_READ, stderr)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            for key, _ in selector.select(remaining):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                key.data.extend(chunk)
+                if key.data is stderr and len(stderr) > MAX_STDERR:
+                    del stderr[: len(stderr) - MAX_STDERR]
+            if respond is not None and not asked:
+                question = _question(stdout)
+                if question is not None:
+                    asked = True
+                    _reply(process, scratch, respond, question)
+    remaining = deadline - time.monotonic()
+    try:
+        process.wait(max(remaining, 0.01))
+    except subprocess.TimeoutExpired:
+        raise TimeoutError from None
+    return bytes(stdout), bytes(stderr)
+
+
+def _question(stdout: bytearray) -> dict[str, Any] | None:
+    """The worker's ``{"signature": ...}`` line, once it is complete."""
+    for line in bytes(stdout).decode("utf-8", "replace").splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict) and isinstance(value.get("signature"), dict):
+                return value["signature"]
+    return None
+
+
+def _reply(
+    process: subprocess.Popen[bytes], scratch: str, respond: Respond, signature: dict[str, Any]
+) -> None:
+    assert process.stdin
+    try:
+        tensors = respond(signature)
+    except BaseException:
+        _kill_group(process)
+        raise
+    with open(os.path.join(scratch, HANDLER_INPUTS), "w", encoding="utf-8") as out:
+        json.dump(tensors, out)
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.write(json.dumps({"inputs_file": HANDLER_INPUTS}).encode() + b"\n")
+        process.stdin.close()
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -1,8 +1,13 @@
 """The contained process that loads an uploaded artifact and runs a sample prediction.
 
-``python -m mlapp.versions.worker`` reads one JSON request on standard input (written by
+``python -m mlapp.versions.worker`` reads one JSON request line on standard input (written by
 :mod:`mlapp.versions.sandbox`) and writes one JSON line on standard output: ``{"report": {...}}``
-or ``{"error": "...", "error_class": "..."}``. Before it touches the artifact it limits itself
+or ``{"error": "...", "error_class": "..."}``. A request with ``"handler": true`` has one
+exchange before that: once the artifact is loaded and its signature settled, the worker writes
+``{"signature": {...}}`` and reads one more line, ``{"inputs_file": NAME}`` (the handler's
+tensors, written by the parent in the scratch folder as :func:`~mlapp.versions.inspection.
+encode_arrays` JSON) or ``{"stop": REASON}``; it runs the artifact on those tensors and adds
+the outputs to its report. Before it touches the artifact it limits itself
 (address space, CPU time, core files, written file size) and, where the kernel lets it, moves
 into a network namespace of its own. It imports no Django. Whatever the artifact prints goes
 to standard error, so stray output cannot garble the answer.
@@ -16,6 +21,10 @@ import os
 import resource
 import sys
 from typing import Any
+
+import numpy as np
+
+from mlapp.runtimes.tensors import Signature
 
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
@@ -46,8 +55,29 @@ def _leave_network() -> str:
     return "shared"
 
 
+class StopValidation(Exception):
+    """The parent stopped the validation (its handler could not prepare tensors)."""
+
+
+def exchange_with_parent(answer_fd: int) -> Any:
+    """The exchange of a ``"handler": true`` request, over the answer channel and stdin."""
+
+    def exchange(signature: Signature) -> dict[str, np.ndarray]:
+        from mlapp.versions.inspection import decode_arrays
+
+        os.write(answer_fd, ("\n" + json.dumps({"signature": signature.to_dict()}) + "\n").encode())
+        reply = json.loads(sys.stdin.buffer.readline() or b"{}")
+        name = reply.get("inputs_file") if isinstance(reply, dict) else None
+        if not isinstance(name, str) or os.path.basename(name) != name:
+            raise StopValidation(str(reply.get("stop", "no tensors")) if reply else "no reply")
+        with open(name, encoding="utf-8") as source:
+            return decode_arrays(json.load(source))
+
+    return exchange
+
+
 def main() -> int:
-    request = json.loads(sys.stdin.buffer.read())
+    request = json.loads(sys.stdin.buffer.readline())
     # Keep the real standard output for the answer; route everything else (Python prints
     # and native libraries writing to fd 1) to standard error.
     answer_fd = os.dup(1)
@@ -60,7 +90,9 @@ def main() -> int:
 
     memory = int(applied.get("memory", 0))
     try:
-        answer = run_validation_request(request)
+        answer = run_validation_request(request, exchange_with_parent(answer_fd))
+    except StopValidation as exc:
+        answer = {"error": f"Stopped by the parent: {exc}", "stopped": True}
     except MemoryError:
         answer = out_of_memory_answer(memory)
     if memory and "error" in answer and mentions_out_of_memory(str(answer["error"])):

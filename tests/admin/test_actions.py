@@ -180,7 +180,7 @@ class StageActionsTest(TestCase):
         self.assertFalse(ModelVersion.objects.filter(pk=extra.pk).exists())
         self.assertFalse(path.exists())
 
-    def _post_digits(self, serving: str = "{}"):
+    def _post_digits(self, serving: str = "{}", handler: str | None = None, **extra: str):
         digits = MLModel.objects.get(name="digits")
         return self.client.post(
             reverse("admin:mlapp_mlmodel_change", args=[digits.pk]),
@@ -188,7 +188,7 @@ class StageActionsTest(TestCase):
                 "name": "digits",
                 "description": digits.description,
                 "task": digits.task,
-                "handler": "",
+                "handler": digits.handler if handler is None else handler,
                 "serving": serving,
                 "versions-TOTAL_FORMS": "1",
                 "versions-INITIAL_FORMS": "1",
@@ -196,13 +196,14 @@ class StageActionsTest(TestCase):
                 "versions-MAX_NUM_FORMS": "1000",
                 "versions-0-id": str(self.digits_v1.pk),
                 "versions-0-model": str(digits.pk),
+                **extra,
             },
         )
 
     def test_editing_a_handler_tells_every_process_to_reload(self) -> None:
         before = ChangeMarker.objects.filter(model_name="digits").values_list("counter", flat=True)
         before = before.first() or 0
-        response = self._post_digits()
+        response = self._post_digits(handler="", confirm_handler_change="yes")
         self.assertEqual(response.status_code, 302, response.content[:2000])
         self.assertEqual(ChangeMarker.objects.get(model_name="digits").counter, before + 1)
 

@@ -33,13 +33,15 @@ class ThreadRecordingHandler(BaseHandler):
 
 @pytest.fixture
 def affine(onnx_file):
-    ThreadRecordingHandler.threads = []
-    return register_version(
+    version = register_version(
         "affine",
         onnx_file,
         handler="tests.batch.test_inprocess.ThreadRecordingHandler",
         promote=True,
     )
+    # The upload and the promotion ran the handler's example here, in this thread.
+    ThreadRecordingHandler.threads = []
+    return version
 
 
 @pytest.fixture

@@ -14,3 +14,70 @@ class DoublingHandler(BaseHandler):
         self, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         return {name: value * 2 for name, value in outputs.items()}
+
+
+class MeasurementsHandler(BaseHandler):
+    """Iris as text: each row is ``"sepal length,sepal width,petal length,petal width"``.
+
+    Changes the public signature (one BYTES input instead of four floats). Text that is not
+    UTF-8 or not four numbers is the client's mistake (the handler raises UnicodeError /
+    ValueError); the row ``"crash"`` is a bug in the handler (RuntimeError).
+    """
+
+    inputs = ({"name": "text", "datatype": "BYTES", "shape": [-1]},)
+    example = {"text": ["5.1,3.5,1.4,0.2"]}
+
+    def preprocess(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = []
+        for value in inputs["text"].reshape(-1):
+            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            if text == "crash":
+                raise RuntimeError("a bug in the handler")
+            rows.append([float(part) for part in text.split(",", 3)])
+        return {"input": np.asarray(rows, dtype=np.float32).reshape(-1, 4)}
+
+
+class FeaturesHandler(BaseHandler):
+    """Feeds a tensor named ``features``: fits an artifact whose input is named so, no other."""
+
+    def preprocess(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"features": next(iter(inputs.values()))}
+
+
+class BrokenPostprocessHandler(BaseHandler):
+    """Its postprocess fails on every output."""
+
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        raise RuntimeError("postprocess always fails")
+
+
+class NotAHandler:
+    """A class that is not a mlapp.handlers.BaseHandler."""
+
+
+class WrongWidthHandler(BaseHandler):
+    """Names the artifact's input, but with five columns: the artifact itself refuses it."""
+
+    def preprocess(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        name = self.runtime_signature.inputs[0].name
+        rows = next(iter(inputs.values())).shape[0]
+        return {name: np.ones((rows, 5), dtype=np.float32)}
+
+
+class SettingsHandler(BaseHandler):
+    """Reads Django settings in its preprocess: runs only where settings are configured."""
+
+    def preprocess(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from django.conf import settings
+
+        assert "mlapp" in settings.INSTALLED_APPS
+        return inputs
+
+
+class UndescribableHandler(BaseHandler):
+    """Its signature() raises: a bug in the host's handler code."""
+
+    def signature(self):
+        raise RuntimeError("no signature today")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.utils.module_loading import import_string
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -15,8 +14,9 @@ from mlapp.api.native.serializers.common import (
     absolute_url,
 )
 from mlapp.api.native.status import public_signature
-from mlapp.handlers import BaseHandler
+from mlapp.exceptions import MLAppError
 from mlapp.models import MLModel, ModelVersion
+from mlapp.serving.loading import import_handler
 
 
 class VersionListSerializer(serializers.ModelSerializer):
@@ -111,12 +111,11 @@ class VersionUploadSerializer(serializers.Serializer):
     )
 
     def validate_handler(self, value: str) -> str:
+        value = value.strip()
         if not value:
             return value
         try:
-            cls = import_string(value)
-        except ImportError as exc:
-            raise serializers.ValidationError(f"Cannot import {value!r}: {exc}") from None
-        if not (isinstance(cls, type) and issubclass(cls, BaseHandler)):
-            raise serializers.ValidationError(f"{value!r} is not a mlapp.handlers.BaseHandler.")
+            import_handler(value)
+        except MLAppError as exc:
+            raise serializers.ValidationError(exc.message) from None
         return value
