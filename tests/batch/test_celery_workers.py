@@ -82,6 +82,8 @@ class LoggingHandler(BaseHandler):
     delay = 0.0
 
     def preprocess(self, inputs):
+        if not any(np.asarray(value).any() for value in inputs.values()):
+            return inputs  # the example (zeros) a load runs through the handler: no chunk
         first = float(np.asarray(inputs["x"])[0][0])
         _log({"model": self.model_name, "worker": os.getppid(), "first": first})
         time.sleep(self.delay)
@@ -93,9 +95,14 @@ class SlowHandler(LoggingHandler):
 
 
 class BrokenHandler(LoggingHandler):
+    """Broken on the job's rows; its example (zeros) passes the check a load and a
+    promotion run."""
+
     def preprocess(self, inputs):
-        super().preprocess(inputs)
-        raise RuntimeError("broken on purpose")
+        if any(np.asarray(value).any() for value in inputs.values()):
+            super().preprocess(inputs)
+            raise RuntimeError("broken on purpose")
+        return inputs
 
 
 # -- services and workers ----------------------------------------------------------------
