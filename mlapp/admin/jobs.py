@@ -37,7 +37,18 @@ STATUS_COLOURS: dict[str, str] = {
 ITEM_ERRORS_SHOWN = 20
 
 
-class CancelJobs(ConfirmedAction):
+class JobAction(ConfirmedAction):
+    """A confirmed action on jobs: the ones it left alone are counted in one warning."""
+
+    def skipped(self, count: int) -> str:
+        raise NotImplementedError("JobAction subclasses must implement skipped()")
+
+    def left_alone(self, plan: Plan, unchanged: int) -> list[str]:
+        count = len(plan.refused) + unchanged
+        return [self.skipped(count)] if count else []
+
+
+class CancelJobs(JobAction):
     """Selected: jobs. Active ones are cancelled; finished ones are left as they are."""
 
     permission = "mlapp.change_batchjob"
@@ -70,24 +81,18 @@ class CancelJobs(ConfirmedAction):
             count,
         ) % {"count": count}
 
-    def left_alone(self, plan: Plan, unchanged: int) -> list[str]:
-        skipped = len(plan.refused) + unchanged
-        if not skipped:
-            return []
-        return [
-            ngettext(
-                "%(count)d job had already finished and was left as it was.",
-                "%(count)d jobs had already finished and were left as they were.",
-                skipped,
-            )
-            % {"count": skipped}
-        ]
+    def skipped(self, count: int) -> str:
+        return ngettext(
+            "%(count)d job had already finished and was left as it was.",
+            "%(count)d jobs had already finished and were left as they were.",
+            count,
+        ) % {"count": count}
 
 
 CANCEL = CancelJobs()
 
 
-class ResumeJobs(ConfirmedAction):
+class ResumeJobs(JobAction):
     """Selected: jobs. Failed, cancelled and stuck ones go on where they stopped."""
 
     permission = "mlapp.change_batchjob"
@@ -116,19 +121,12 @@ class ResumeJobs(ConfirmedAction):
             count,
         ) % {"count": count}
 
-    def left_alone(self, plan: Plan, unchanged: int) -> list[str]:
-        skipped = len(plan.refused) + unchanged
-        if not skipped:
-            return []
-        return [
-            ngettext(
-                "%(count)d job succeeded or is still making progress, and was left as it was.",
-                "%(count)d jobs succeeded or are still making progress, and were left as they "
-                "were.",
-                skipped,
-            )
-            % {"count": skipped}
-        ]
+    def skipped(self, count: int) -> str:
+        return ngettext(
+            "%(count)d job succeeded or is still making progress, and was left as it was.",
+            "%(count)d jobs succeeded or are still making progress, and were left as they were.",
+            count,
+        ) % {"count": count}
 
 
 RESUME = ResumeJobs()
