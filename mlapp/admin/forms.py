@@ -14,7 +14,7 @@ from mlapp.exceptions import MLAppError
 from mlapp.files import as_local_file
 from mlapp.models import MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.loading import import_handler
+from mlapp.serving.handling import import_handler
 from mlapp.versions.inspection import ArtifactReport
 from mlapp.versions.lifecycle import validate_upload
 

@@ -28,7 +28,7 @@ from mlapp.admin.versions import delete_files_on_commit
 from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob, MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.loading import import_handler
+from mlapp.serving.handling import import_handler
 from mlapp.serving.service import service
 from mlapp.serving.stats import request_stats
 from mlapp.versions.lifecycle import log_change

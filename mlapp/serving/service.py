@@ -20,8 +20,8 @@ from mlapp.exceptions import MLAppError, ModelNotFound, ModelNotReady
 from mlapp.models import ModelVersion
 from mlapp.runtimes.tensors import Signature, sample_inputs
 from mlapp.serving import metrics
+from mlapp.serving.handling import handler_class, load_handler
 from mlapp.serving.inputs import Decoder, check_rows
-from mlapp.serving.loading import handler_class, load_handler
 from mlapp.serving.registry import LoadedModel, Registry, registry
 from mlapp.serving.stats import record_request
 

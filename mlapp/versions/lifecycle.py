@@ -23,7 +23,8 @@ from django.utils import timezone
 from mlapp.exceptions import MLAppError, StageError
 from mlapp.files import as_local_file, save_with_file
 from mlapp.models import MLModel, ModelVersion
-from mlapp.serving.loading import import_handler, load_version
+from mlapp.serving.handling import import_handler
+from mlapp.serving.loading import load_version
 from mlapp.serving.registry import registry
 from mlapp.versions.inspection import ArtifactReport
 from mlapp.versions.validation import validate_artifact

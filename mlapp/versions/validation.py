@@ -25,7 +25,8 @@ from mlapp.exceptions import ArtifactError, MLAppError
 from mlapp.handlers import BaseHandler
 from mlapp.runtimes.detect import detect_format
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.loading import check_outputs, handler_tensors, import_handler, runtime_class
+from mlapp.serving.handling import check_outputs, handler_tensors, import_handler
+from mlapp.serving.loading import runtime_class
 from mlapp.versions import sandbox
 from mlapp.versions.inspection import ArtifactReport, as_signature, check_size, encode_arrays
 

@@ -16,7 +16,7 @@ from mlapp.api.native.serializers.common import (
 from mlapp.api.native.status import public_signature
 from mlapp.exceptions import MLAppError
 from mlapp.models import MLModel, ModelVersion
-from mlapp.serving.loading import import_handler
+from mlapp.serving.handling import import_handler
 
 
 class VersionListSerializer(serializers.ModelSerializer):
