@@ -14,95 +14,19 @@ from __future__ import annotations
 
 import io
 import json
-import pickletools
 import re
 import zipfile
 import zlib
 from pathlib import Path
-from typing import cast
 
 from mlapp.exceptions import ArtifactError, UnsafeArtifact
 from mlapp.runtimes.archives import ZIP_ERRORS, check_directory, open_archive, read_member
 from mlapp.runtimes.export_program import check_program_json
+from mlapp.runtimes.pickles import PICKLE_HINT, check_pickle_globals
 
 TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch_export"
 ONNX = "onnx"
-
-# Globals a TorchScript archive's (or a torch.save'd tensor's) pickles legitimately name:
-# tensor rebuilding, storage types, TorchScript's list/type tags; the scripted classes
-# themselves live under ``__torch__``, which only TorchScript resolves. Anything else means
-# a hand-made or foreign pickle. Names are checked too: ``torch save`` or ``torch os.system``
-# are globals of module ``torch`` that must never pass.
-_SAFE_PICKLE_GLOBALS = {
-    "collections": frozenset({"OrderedDict"}),
-    "torch._utils": frozenset(
-        {
-            "_rebuild_tensor",
-            "_rebuild_tensor_v2",
-            "_rebuild_tensor_v3",
-            "_rebuild_parameter",
-            "_rebuild_parameter_with_state",
-            "_rebuild_qtensor",
-            "_rebuild_sparse_tensor",
-            "_rebuild_nested_tensor",
-            "_rebuild_meta_tensor_no_storage",
-            "_rebuild_device_tensor_from_numpy",
-            "_rebuild_device_tensor_from_cpu_tensor",
-        }
-    ),
-    "torch.jit._pickle": frozenset(
-        {
-            "build_intlist",
-            "build_tensorlist",
-            "build_doublelist",
-            "build_boollist",
-            "build_tensor_from_id",
-            "restore_type_tag",
-        }
-    ),
-    "torch": frozenset(
-        {
-            "Size",
-            "device",
-            "bool",
-            "uint8",
-            "int8",
-            "int16",
-            "int32",
-            "int64",
-            "float16",
-            "bfloat16",
-            "float32",
-            "float64",
-            "complex64",
-            "complex128",
-            "half",
-            "float",
-            "double",
-            "long",
-            "int",
-            "short",
-            "per_tensor_affine",
-            "per_tensor_symmetric",
-            "per_channel_affine",
-            "per_channel_symmetric",
-            "per_channel_affine_float_qparams",
-        }
-    ),
-}
-_TORCH_STORAGE = re.compile(r"[A-Za-z0-9]+Storage")
-_STRING_OPCODES = frozenset(
-    {
-        "STRING",
-        "BINSTRING",
-        "SHORT_BINSTRING",
-        "UNICODE",
-        "BINUNICODE",
-        "SHORT_BINUNICODE",
-        "BINUNICODE8",
-    }
-)
 
 # torch.export archives: members torch.export.load reads as text or raw tensor bytes (never
 # unpickled). Every other member is unpickled by some path of torch.export.load (sample
@@ -125,12 +49,6 @@ _EXPORT_RAW_RECORD = {
     "data/constants/": re.compile(r"tensor_\d+"),
 }
 
-_PICKLE_HINT = (
-    "mlapp never unpickles uploaded files. Export the model instead: "
-    "torch.jit.script(model).save(path), torch.export.save(torch.export.export(...), path) "
-    "or torch.onnx.export(...)."
-)
-
 
 def detect_format(path: str | Path) -> str:
     """Return ``"torchscript"``, ``"torch_export"`` or ``"onnx"`` for the file at ``path``.
@@ -146,11 +64,11 @@ def detect_format(path: str | Path) -> str:
     if _is_zip(path):
         return _detect_zip(path)
     if _is_pickle(head):
-        raise UnsafeArtifact(f"This file is a Python pickle (e.g. pickle, joblib). {_PICKLE_HINT}")
+        raise UnsafeArtifact(f"This file is a Python pickle (e.g. pickle, joblib). {PICKLE_HINT}")
     if _is_compressed(head):
         if _is_pickle(_decompressed_head(path)):
             raise UnsafeArtifact(
-                f"This file is a compressed Python pickle (as joblib writes). {_PICKLE_HINT}"
+                f"This file is a compressed Python pickle (as joblib writes). {PICKLE_HINT}"
             )
         raise ArtifactError(
             "This file is compressed (gzip/zlib/lz4): upload the model file itself, uncompressed."
@@ -206,7 +124,7 @@ def _detect_zip(path: Path) -> str:
         if "data.pkl" in members:
             raise UnsafeArtifact(
                 "This file was written by torch.save (a pickled module or state dict), "
-                f"which can run arbitrary code when loaded. {_PICKLE_HINT}"
+                f"which can run arbitrary code when loaded. {PICKLE_HINT}"
             )
     raise ArtifactError(
         "This zip archive is neither a TorchScript archive nor a torch.export .pt2 archive."
@@ -232,7 +150,7 @@ def _check_torchscript_archive(zf: zipfile.ZipFile) -> None:
             code = read_member(zf, info)
             if _TORCHSCRIPT_FILE_ACCESS.search(code):
                 raise UnsafeArtifact(
-                    f"{name} reads files (from_file), which a model never needs. {_PICKLE_HINT}"
+                    f"{name} reads files (from_file), which a model never needs. {PICKLE_HINT}"
                 )
             for namespace in _TORCHSCRIPT_OPS.findall(code):
                 if namespace.decode() not in _TORCHSCRIPT_NAMESPACES:
@@ -252,7 +170,7 @@ def _check_export_archive(zf: zipfile.ZipFile) -> None:
         if member.startswith("data/aotinductor/"):
             raise UnsafeArtifact(
                 "This torch.export archive carries AOTInductor compiled code "
-                f"({info.filename}), which would run as native code when loaded. {_PICKLE_HINT}"
+                f"({info.filename}), which would run as native code when loaded. {PICKLE_HINT}"
             )
         if member in raw:
             continue
@@ -322,70 +240,6 @@ def _check_saved_zip(data: bytes, member: str) -> None:
 def _strip_root(name: str) -> str:
     # Torch archives put every member under one top-level folder named after the file.
     return name.split("/", 1)[1] if "/" in name else name
-
-
-def check_pickle_globals(data: bytes, member: str = "pickle") -> None:
-    """Scan a pickle's opcodes (never executing it) and refuse foreign globals.
-
-    Every pickle stream in ``data`` is scanned, not only the first: a loader may read
-    several in a row (torch.load's legacy format does).
-    """
-    stream = io.BytesIO(data)
-    try:
-        while stream.tell() < len(data):
-            _check_one_pickle(stream, member)
-    except ValueError as exc:
-        raise ArtifactError(f"{member} is not a valid pickle stream: {exc}") from None
-
-
-def _check_one_pickle(stream: io.BytesIO, member: str) -> None:
-    # ``pushed`` mirrors what the last opcodes pushed: a string when it is known (a string
-    # opcode or a memo fetch of one), else None. STACK_GLOBAL takes its module and name
-    # from the two most recent pushes and is refused unless both are known strings.
-    pushed: list[str | None] = []
-    memo: dict[int, str | None] = {}
-    module: str | None
-    attr: str | None
-    for opcode, arg, _pos in pickletools.genops(stream):
-        name = opcode.name
-        if name in {"GLOBAL", "INST"}:
-            module, _, attr = str(arg).partition(" ")
-            _check_global(module, attr, member)
-            pushed.append(None)
-        elif name == "STACK_GLOBAL":
-            module, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-            if module is None or attr is None:
-                raise UnsafeArtifact(f"{member}: unreadable global reference. {_PICKLE_HINT}")
-            _check_global(module, attr, member)
-            pushed.append(None)
-        elif name in {"EXT1", "EXT2", "EXT4"}:
-            raise UnsafeArtifact(f"{member} uses the copyreg extension registry. {_PICKLE_HINT}")
-        elif name == "MEMOIZE":
-            memo[len(memo)] = pushed[-1] if pushed else None
-        elif name in {"PUT", "BINPUT", "LONG_BINPUT"}:
-            # The memo opcodes' argument is always an int (the stubs type every arg alike).
-            memo[int(cast(int, arg))] = pushed[-1] if pushed else None
-        elif name in {"GET", "BINGET", "LONG_BINGET"}:
-            pushed.append(memo.get(int(cast(int, arg))))
-        elif name in _STRING_OPCODES:
-            pushed.append(str(arg))
-        else:
-            pushed.append(None)
-
-
-def _check_global(module: str, attr: str, member: str) -> None:
-    if module == "__torch__" or module.startswith("__torch__."):
-        if attr.isidentifier():
-            return
-    elif attr in _SAFE_PICKLE_GLOBALS.get(module, ()) or (
-        module == "torch" and _TORCH_STORAGE.fullmatch(attr)
-    ):
-        return
-    raise UnsafeArtifact(
-        f"{member} references {module + ' ' + attr!r}, which TorchScript archives and "
-        "saved tensors never need; the archive was tampered with or is not TorchScript. "
-        f"{_PICKLE_HINT}"
-    )
 
 
 # --- ONNX: a protobuf ModelProto. Walk its top-level fields without a protobuf library.

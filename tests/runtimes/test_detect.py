@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from mlapp.exceptions import ArtifactError, UnsafeArtifact
-from mlapp.runtimes.detect import check_pickle_globals, detect_format
+from mlapp.runtimes.detect import detect_format
+from mlapp.runtimes.pickles import check_pickle_globals
 from mlapp.runtimes.torch_export import TorchExportRuntime
 from mlapp.versions.validation import validate_artifact
 from tests import artifacts
