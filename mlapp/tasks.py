@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import shared_task
 
+from mlapp.batch import outages as outages_module
 from mlapp.batch import runner
 from mlapp.batch.sources import Chunk
 
@@ -36,7 +37,7 @@ def run_batch_chunk(
 
     ``skip_stored``: the job was resumed, some keys are stored. ``outages``: how many of
     this message's retries waited for the database or the broker; those retry with a
-    growing delay up to ``runner.OUTAGE_RETRIES`` times and do not count as failures.
+    growing delay up to ``mlapp.batch.outages.OUTAGE_RETRIES`` times and do not count as failures.
     """
     part = Chunk.from_dict(chunk)
     # A retry, or a message handed out again (its worker died): keys may be stored already.
@@ -50,18 +51,18 @@ def run_batch_chunk(
     except Exception as exc:
         # Celery's own count of retries covers both kinds; the limits are enforced here.
         # (max_retries=None would mean the task's default of 3, not "no limit".)
-        limit = max_retries + runner.OUTAGE_RETRIES
+        limit = max_retries + outages_module.OUTAGE_RETRIES
         kwargs = {
             "max_retries": max_retries,
             "retry_delay": retry_delay,
             "skip_stored": True,
             "outages": outages,
         }
-        if runner.is_outage(exc) and outages < runner.OUTAGE_RETRIES:
-            runner.reset_connections()
+        if outages_module.is_outage(exc) and outages < outages_module.OUTAGE_RETRIES:
+            outages_module.reset_connections()
             raise self.retry(
                 exc=exc,
-                countdown=runner.outage_delay(outages + 1),
+                countdown=outages_module.outage_delay(outages + 1),
                 max_retries=limit,
                 kwargs={**kwargs, "outages": outages + 1},
             ) from exc

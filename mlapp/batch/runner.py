@@ -11,7 +11,6 @@ that runs twice writes nothing twice and counts nothing twice.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from mlapp.batch import outages as outages_module
 from mlapp.batch.sources import Chunk, Item, QuerySetSource, Source, file_source
 from mlapp.exceptions import BadSource, InvalidInput, MLAppError
 from mlapp.models import BatchJob, BatchPrediction
@@ -34,12 +34,6 @@ from mlapp.serving.service import service, to_json_value
 
 logger = logging.getLogger("mlapp.batch")
 
-#: A chunk that fails because the database (or the broker) is unreachable is retried this
-#: many times, ``outage_delay`` apart (about 7 minutes in all), before its job fails: an
-#: outage is not the chunk's fault, and a job should not fail at 98 % for a restart.
-OUTAGE_RETRIES = 20
-OUTAGE_FIRST_DELAY = 0.5
-OUTAGE_MAX_DELAY = 30.0
 #: Rows inserted per INSERT statement.
 INSERT_BATCH = 1000
 #: A chunk runs in parts: while one part's results are written, the model computes the
@@ -238,33 +232,6 @@ def describe(exc: BaseException) -> str:
     return exc.message if isinstance(exc, MLAppError) else f"{type(exc).__name__}: {exc}"
 
 
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database or the broker could not be reached (or went away
-    mid-query): worth waiting for, unlike a model that fails on its inputs."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    try:
-        from kombu.exceptions import OperationalError as BrokerError
-    except ImportError:  # no Celery installed: no broker to lose
-        return False
-    return isinstance(exc, BrokerError)
-
-
-def outage_delay(attempt: int) -> float:
-    """Seconds before the ``attempt``-th try after an outage: doubling, capped, jittered (so
-    the chunks of many workers do not all come back at the same instant)."""
-    delay = min(OUTAGE_MAX_DELAY, OUTAGE_FIRST_DELAY * 2 ** (attempt - 1))
-    return delay * random.uniform(0.75, 1.0)  # noqa: S311 (jitter, not a secret)
-
-
-def reset_connections() -> None:
-    """Drop this thread's database connections that an outage broke, so the next try opens
-    new ones (inside a transaction, e.g. a test's, the connection is left to its owner)."""
-    for conn in connections.all(initialized_only=True):
-        if not conn.in_atomic_block:
-            conn.close_if_unusable_or_obsolete()
-
-
 def chunk_failure(chunk: Chunk, attempts: int, exc: BaseException) -> str:
     last = chunk.start + chunk.count - 1
     return (
@@ -361,7 +328,7 @@ def run_job(
     """Run the chunks one after another in this process, each retried up to ``max_retries``.
 
     A chunk that still fails then fails the job; a cancelled job stops at the next chunk.
-    A database outage is waited for apart: up to ``OUTAGE_RETRIES`` tries with a growing
+    A database outage is waited for apart: up to ``outages.OUTAGE_RETRIES`` tries with a growing
     delay, which do not count against ``max_retries``.
     """
     # A job that stored nothing yet (the usual case) has no keys to skip on a first try.
@@ -374,10 +341,10 @@ def run_job(
                 outcome = run_chunk(job_id, chunk, skip_stored=resumed or attempt > 1)
                 break
             except Exception as exc:
-                if is_outage(exc) and outages < OUTAGE_RETRIES:
+                if outages_module.is_outage(exc) and outages < outages_module.OUTAGE_RETRIES:
                     outages += 1
                     attempt -= 1
-                    delay = outage_delay(outages)
+                    delay = outages_module.outage_delay(outages)
                     logger.warning(
                         "mlapp: chunk %s of job %s: database unreachable (%s), try %s of %s "
                         "in %.1fs",
@@ -385,10 +352,10 @@ def run_job(
                         job_id,
                         describe(exc),
                         outages,
-                        OUTAGE_RETRIES,
+                        outages_module.OUTAGE_RETRIES,
                         delay,
                     )
-                    reset_connections()
+                    outages_module.reset_connections()
                     time.sleep(delay)
                     resumed = True  # a write may have landed before the connection broke
                     continue

@@ -19,7 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from mlapp import batch
-from mlapp.batch import runner
+from mlapp.batch import outages, runner
 from mlapp.batch.sources import Chunk
 from mlapp.handlers import BaseHandler
 from mlapp.models import BatchJob
@@ -312,7 +312,7 @@ def outage(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "run_chunk", flaky)
-    monkeypatch.setattr(runner, "outage_delay", lambda attempt: 0.0)
+    monkeypatch.setattr(outages, "outage_delay", lambda attempt: 0.0)
     return state
 
 
@@ -326,7 +326,7 @@ def test_a_database_outage_is_waited_for_and_not_counted_as_a_failure(affine, ro
 
 
 def test_a_database_outage_longer_than_the_patience_fails_the_job(affine, rows, outage):
-    outage["left"] = runner.OUTAGE_RETRIES + 1
+    outage["left"] = outages.OUTAGE_RETRIES + 1
     job, plan = batch.prepare_job("affine", file=rows, chunk_size=10)
     runner.run_job(job.pk, plan.chunks, **POLICY)
     job.refresh_from_db()
@@ -345,7 +345,7 @@ def test_the_celery_task_retries_an_outage_apart_from_its_failures(affine, rows,
 
 
 def test_outage_delays_double_up_to_a_cap():
-    delays = [runner.outage_delay(n) for n in range(1, runner.OUTAGE_RETRIES + 1)]
-    assert runner.OUTAGE_FIRST_DELAY * 0.75 <= delays[0] <= runner.OUTAGE_FIRST_DELAY
-    assert max(delays) <= runner.OUTAGE_MAX_DELAY
+    delays = [outages.outage_delay(n) for n in range(1, outages.OUTAGE_RETRIES + 1)]
+    assert outages.OUTAGE_FIRST_DELAY * 0.75 <= delays[0] <= outages.OUTAGE_FIRST_DELAY
+    assert max(delays) <= outages.OUTAGE_MAX_DELAY
     assert 120 < sum(delays) < 900  # minutes of patience, not seconds, not hours
