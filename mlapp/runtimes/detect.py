@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import re
 import zipfile
 import zlib
@@ -249,7 +250,13 @@ _ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25
 
 
 def _looks_like_onnx(path: Path) -> bool:
-    data = path.read_bytes()
+    # Mapped, not read: the walk touches the top-level field headers only, so a large model
+    # (MiniLM: 88 MB) costs a few pages rather than a copy of the whole file.
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _walk_onnx_fields(data)
+
+
+def _walk_onnx_fields(data: mmap.mmap) -> bool:
     pos, seen = 0, set()
     try:
         while pos < len(data):
@@ -271,7 +278,7 @@ def _looks_like_onnx(path: Path) -> bool:
     return {1, 7} <= seen
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def _varint(data: mmap.mmap, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         byte = data[pos]
