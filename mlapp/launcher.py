@@ -209,12 +209,18 @@ def load_application() -> Any:
     return application
 
 
+#: Middleware that serves the static files itself: the launcher then leaves them to it.
+STATIC_MIDDLEWARE = ("whitenoise.middleware.WhiteNoiseMiddleware",)
+
+
 def static_mount() -> tuple[str, Path] | None:
-    """``(route, folder)`` of the collected static files, or None (not collected, or
-    ``STATIC_URL`` is another host's address)."""
+    """``(route, folder)`` of the collected static files, or None (not collected,
+    ``STATIC_URL`` is another host's address, or the project serves them with WhiteNoise)."""
     from django.conf import settings
 
     root, url = getattr(settings, "STATIC_ROOT", None), settings.STATIC_URL or ""
+    if any(name in STATIC_MIDDLEWARE for name in getattr(settings, "MIDDLEWARE", ())):
+        return None
     if not root or not Path(root).is_dir() or "://" in url or url.startswith("//"):
         return None
     return "/" + url.strip("/"), Path(root)

@@ -432,6 +432,17 @@ def test_static_files_are_mounted_only_when_collected_and_served_here(settings, 
     assert launcher.static_mount() is None
 
 
+def test_static_files_are_left_to_whitenoise_when_the_project_uses_it(settings, tmp_path):
+    settings.STATIC_ROOT, settings.STATIC_URL = tmp_path / "static", "/static/"
+    (tmp_path / "static").mkdir()
+    settings.MIDDLEWARE = [
+        "django.middleware.security.SecurityMiddleware",
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+        *settings.MIDDLEWARE[1:],
+    ]
+    assert launcher.static_mount() is None
+
+
 def test_a_wsgi_application_that_does_not_load_the_models_is_refused(settings):
     settings.WSGI_APPLICATION = "django.core.handlers.wsgi.WSGIHandler"
     with pytest.raises(launcher.LaunchError, match=r"mlapp\.wsgi import get_wsgi_application"):
