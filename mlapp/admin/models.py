@@ -25,12 +25,11 @@ from mlapp.admin.display import (
 from mlapp.admin.forms import MLModelForm
 from mlapp.admin.stages import ROLL_BACK
 from mlapp.admin.versions import delete_files_on_commit
-from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob, MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.handling import import_handler
 from mlapp.serving.service import service
 from mlapp.serving.stats import request_stats
+from mlapp.versions.handler_change import change_message, signature_change
 from mlapp.versions.lifecycle import log_change
 
 if TYPE_CHECKING:
@@ -48,37 +47,6 @@ if TYPE_CHECKING:
 RECENT_JOBS = 8
 #: The POST field that confirms a handler change which changes the public signature.
 CONFIRM_HANDLER = "confirm_handler_change"
-
-
-def describe(signature: Signature | None) -> str:
-    """A signature on one line, for the admin log."""
-    if signature is None:
-        return "unknown"
-
-    def specs(items: Any) -> str:
-        return ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in items) or "none"
-
-    return f"inputs {specs(signature.inputs)}; outputs {specs(signature.outputs)}"
-
-
-def signature_change(model: MLModel, new_handler: str) -> tuple[Signature | None, Signature] | None:
-    """``(before, after)``: the public signature of ``model``'s production version with its
-    handler and with ``new_handler``, when they differ (None: no change, nothing to compare,
-    or a handler path the form refuses)."""
-    production = model.production_version
-    if production is None:
-        return None
-    runtime = Signature.from_dict(production.signature)
-    try:
-        cls = import_handler(new_handler) if new_handler else None
-        after = cls(model.name, runtime).signature() if cls else runtime
-    except Exception:
-        return None  # the form says what is wrong with it
-    try:
-        before: Signature | None = service.public_signature(production)
-    except MLAppError:
-        before = None  # the current handler is broken: any change is worth a look
-    return None if before == after else (before, after)
 
 
 class ModelVersionInline(VersionColumns, admin.TabularInline):
@@ -144,18 +112,12 @@ class MLModelAdmin(admin.ModelAdmin):
         return self.activity_fields if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: MLModel, form: Any, change: bool) -> None:
-        before = None
+        message = None
         if change and "handler" in form.changed_data:
-            before = signature_change(MLModel.objects.get(pk=obj.pk), obj.handler)
+            stored = MLModel.objects.get(pk=obj.pk)
+            message = change_message(stored, obj.handler, signature_change(stored, obj.handler))
         super().save_model(request, obj, form, change)
-        if change and "handler" in form.changed_data:
-            old = form.initial.get("handler") or "none"
-            message = f"Handler: {old} → {obj.handler or 'none'}."
-            if before is not None:
-                message += (
-                    f" Public signature changed (confirmed): {describe(before[0])} → "
-                    f"{describe(before[1])}."
-                )
+        if message is not None:
             log_change(request.user, obj, message)
 
     def delete_model(self, request: HttpRequest, obj: MLModel) -> None:
