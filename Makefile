@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# The Open Inference Protocol over gRPC, beside HTTP (as Triton: 8001).
+GRPC_PORT ?= 8001
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
@@ -41,8 +43,8 @@ kserve-venv: $(KSERVE_STAMP)
 demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_demo
-	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
-	$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT) < /dev/null
+	@echo "Serving on http://127.0.0.1:$(PORT)/ and gRPC on 127.0.0.1:$(GRPC_PORT) (Ctrl-C to stop)"
+	GRPC_PORT=$(GRPC_PORT) $(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT) < /dev/null
 
 # The production server (manage.py mlapp_serve: granian, chosen by measurement,
 # docs/performance.md) over the database `make demo` set up; workers sized from the cores it
@@ -50,8 +52,8 @@ demo: install
 serve: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
-	DJANGO_DEBUG=0 $(BIN)/python manage.py mlapp_serve --port $(PORT) < /dev/null
+	@echo "Serving on http://127.0.0.1:$(PORT)/ and gRPC on 127.0.0.1:$(GRPC_PORT) (Ctrl-C to stop)"
+	DJANGO_DEBUG=0 $(BIN)/python manage.py mlapp_serve --port $(PORT) --grpc-port $(GRPC_PORT) < /dev/null
 
 # mlapp against the raw model call and KServe (needs wrk: apt-get install wrk). About seven
 # minutes; BENCH_ARGS=--quick for a shorter run, see bench/run.py --help.

@@ -21,11 +21,6 @@ from mlapp.startup import load_models
 MESSAGE_LIMIT = 4 * 2**20
 
 
-@pytest.fixture(autouse=True)
-def _clean_registry():
-    """Overrides the suite's per-test registry reset: these modules load the models once."""
-
-
 def _mlapp_rows():
     for model in apps.get_app_config("mlapp").get_models():
         yield from model._default_manager.all()

@@ -28,6 +28,11 @@ Output = pb.ModelInferRequest.InferRequestedOutputTensor
 IRIS_ROW = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _clean_registry():
+    """Overrides the suite's per-test registry reset: this module loads the models once."""
+
+
 @pytest.fixture
 def call(address):
     """``call(method, message, metadata=None)``: the response, or the RpcError raised."""

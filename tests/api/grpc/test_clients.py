@@ -37,6 +37,11 @@ DIGITS = json.loads((FIXTURES / "digits/samples.json").read_text())[:4]
 SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar.", "Stocks fell sharply."]
 
 
+@pytest.fixture(autouse=True)
+def _clean_registry():
+    """Overrides the suite's per-test registry reset: this module loads the models once."""
+
+
 @pytest.fixture
 def client(address):
     client = triton.InferenceServerClient(url=address)
