@@ -8,7 +8,7 @@ GRPC_PORT ?= 8001
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-grpc bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -60,6 +60,11 @@ serve: install
 BENCH_ARGS ?=
 bench: install kserve-venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/grpc_run.py
+
+# The gRPC rows alone: mlapp's gRPC against KServe's, one core each (about two minutes).
+bench-grpc: install kserve-venv
+	$(BIN)/python bench/grpc_run.py
 
 # The full suite: once on SQLite, once on PostgreSQL (skipped with the reason when
 # PostgreSQL is not running, a failure under CI=true).

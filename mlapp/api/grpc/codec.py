@@ -45,6 +45,8 @@ _ALL_FIELDS = tuple(dict.fromkeys(CONTENTS_FIELDS.values()))
 
 def parameters(fields: Mapping[str, Message]) -> dict[str, Any]:
     """A ``map<string, InferParameter>`` as plain Python values."""
+    if not fields:  # the usual case; iterating a map costs more than asking its length
+        return {}
     result: dict[str, Any] = {}
     for key, value in fields.items():
         choice = value.WhichOneof("parameter_choice")
