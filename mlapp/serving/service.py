@@ -251,17 +251,6 @@ class InferenceService:
 
     # -- inference ---------------------------------------------------------------------------
 
-    def answers_now(self, name: str, version: int | None = None) -> bool:
-        """Whether a prediction of ``name`` (or its ``version``) would run at once on a
-        version this process holds, with no batcher to wait for.
-
-        A front door on an event loop (gRPC) runs such a prediction on the loop; any other
-        one it hands to a thread: loading a version queries the database, and a batcher
-        blocks the caller until its batch ran. Loads nothing and queries nothing.
-        """
-        loaded = self.registry.peek(name, version)
-        return loaded is not None and loaded.batcher is None
-
     def model(self, name: str, version: int | None = None) -> LoadedModel:
         """The loaded model that would answer (raises ModelNotFound / ModelNotReady)."""
         return self.registry.get(name, version)

@@ -29,7 +29,7 @@ def message_limit() -> int | None:
     return body_limit()
 
 
-def start(threads: int = 4) -> GrpcServer | None:
+def start(threads: int = 8) -> GrpcServer | None:
     """Start this process's gRPC server as the settings say (once); None when off."""
     global _server
     if settings.GRPC_PORT is None:

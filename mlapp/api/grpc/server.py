@@ -6,23 +6,21 @@ same data plane as the V2 REST views: the same registry, the same decoder checks
 (:mod:`mlapp.api.grpc.codec`), the same permission rule, the same errors (mapped to gRPC
 status codes by :func:`status_of`), metrics labelled ``protocol="grpc"``.
 
-Thread model (measured, docs/api-grpc.md): one ``grpc.aio`` server per process, on an event
-loop in a thread of its own. A prediction for a version the process holds with batching off
-runs on the loop itself (no thread hop: the model call is the work); anything that may query
-the database or wait (metadata, readiness, a credentials check, a version to load, a
-batcher queue) runs in a small thread pool. Under ``mlapp_serve`` every worker starts its
-own server after the fork (gRPC's threads and sockets do not survive a fork) on the same
-port, shared with ``SO_REUSEPORT``: the kernel spreads connections over the workers.
+Thread model (measured, docs/api-grpc.md): one synchronous gRPC server per process, its
+RPCs run in a pool of threads (``threads``), each RPC in one thread from decoding to the
+answer, as a WSGI request is; grpc's asyncio server cost about a third more CPU per call here,
+and would have to hand anything that queries the database to a thread anyway. Under
+``mlapp_serve`` every worker starts its own server after the fork (gRPC's threads and
+sockets do not survive a fork) on the same port, shared with ``SO_REUSEPORT``: the kernel
+spreads connections over the workers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import orjson
@@ -56,8 +54,6 @@ STATUS_CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
-T = TypeVar("T")
-
 
 class RpcError(Exception):
     """An answer other than OK, with its gRPC status code and message."""
@@ -90,22 +86,7 @@ def _version(name: str, text: str) -> int | None:
 class InferenceServicer:
     """The six RPCs, each a thin call of the inference service."""
 
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self.executor = executor
-
-    async def _in_thread(self, func: Callable[[], T]) -> T:
-        """Run ``func`` in the pool: it may query the database (a connection per thread,
-        closed when Django would close it after a request)."""
-
-        def call() -> T:
-            try:
-                return func()
-            finally:
-                close_old_connections()
-
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
-
-    async def _check_access(self, kind: str, context: grpc.aio.ServicerContext) -> None:
+    def _check_access(self, kind: str, context: grpc.ServicerContext) -> None:
         """The REST rule (:func:`mlapp.api.v2.views.check_access`): the ``MLAPP`` permission
         classes of ``kind``, with the ``authorization`` metadata as the HTTP header."""
         credentials = None
@@ -114,15 +95,11 @@ class InferenceServicer:
                 credentials = value if isinstance(value, str) else value.decode("latin-1")
         if credentials is None and permissions.open_to_anyone(kind):
             return
-
-        def check() -> Any:
-            request = HttpRequest()
-            request.method = "POST"
-            if credentials is not None:
-                request.META["HTTP_AUTHORIZATION"] = credentials
-            return views.check_access(request, kind)
-
-        denied = await self._in_thread(check)
+        request = HttpRequest()
+        request.method = "POST"
+        if credentials is not None:
+            request.META["HTTP_AUTHORIZATION"] = credentials
+        denied = views.check_access(request, kind)
         if denied is not None:
             message = orjson.loads(denied.content).get("error", "Access denied.")
             # No credentials, or credentials refused: UNAUTHENTICATED (REST answers 403 for
@@ -137,27 +114,25 @@ class InferenceServicer:
 
     # -- the RPCs -------------------------------------------------------------------------
 
-    async def server_live(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def server_live(self, request: Any, context: grpc.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=service.live())
 
-    async def server_ready(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def server_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
         ready, _reason = service.ready()
         return pb.ServerReadyResponse(ready=ready)
 
-    async def model_ready(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._check_access(permissions.READ, context)
-        number = _version(request.name, request.version)
-        ready, _reason = await self._in_thread(lambda: service.model_ready(request.name, number))
+    def model_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._check_access(permissions.READ, context)
+        ready, _reason = service.model_ready(request.name, _version(request.name, request.version))
         return pb.ModelReadyResponse(ready=ready)
 
-    async def server_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._check_access(permissions.READ, context)
+    def server_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._check_access(permissions.READ, context)
         return pb.ServerMetadataResponse(name="mlapp", version=mlapp.__version__)
 
-    async def model_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._check_access(permissions.READ, context)
-        number = _version(request.name, request.version)
-        meta = await self._in_thread(lambda: service.model_metadata(request.name, number))
+    def model_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._check_access(permissions.READ, context)
+        meta = service.model_metadata(request.name, _version(request.name, request.version))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta.name,
@@ -167,40 +142,36 @@ class InferenceServicer:
             outputs=[tensor(**spec.to_dict()) for spec in meta.signature.outputs],
         )
 
-    async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._check_access(permissions.PREDICT, context)
+    def model_infer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._check_access(permissions.PREDICT, context)
         name = request.model_name
-        number = _version(name, request.model_version)
         decoded: list[Any] = []
 
         def decode(signature: Any) -> dict[str, Any]:
             decoded.append(codec.decode_request(request, signature))
             return decoded[0].inputs
 
-        def predict() -> Any:
-            prediction = service.predict(name, decode, version=number, protocol=PROTOCOL)
-            assert prediction.signature is not None  # the service sets it
-            return codec.encode_response(
-                model_name=prediction.model,
-                model_version=str(prediction.version),
-                request=decoded[0],
-                outputs=prediction.outputs,
-                output_names=prediction.signature.output_names,
-            )
-
-        if service.answers_now(name, number):
-            return predict()
-        return await self._in_thread(predict)
+        prediction = service.predict(
+            name, decode, version=_version(name, request.model_version), protocol=PROTOCOL
+        )
+        assert prediction.signature is not None  # the service sets it
+        return codec.encode_response(
+            model_name=prediction.model,
+            model_version=str(prediction.version),
+            request=decoded[0],
+            outputs=prediction.outputs,
+            output_names=prediction.signature.output_names,
+        )
 
 
 def _guarded(
-    method: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], message: Any
-) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
+    method: Callable[[Any, grpc.ServicerContext], Any], message: Any
+) -> Callable[[bytes, grpc.ServicerContext], Any]:
     """``method`` on the request parsed as ``message``, every error answered as a status and
     a message (gRPC itself would answer a request that does not parse with INTERNAL)."""
     kind = message.DESCRIPTOR.full_name
 
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
         try:
             try:
                 request = message.FromString(raw)
@@ -208,10 +179,14 @@ def _guarded(
                 raise RpcError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"The request is not a valid {kind}."
                 ) from None
-            return await method(request, context)
+            return method(request, context)
         except Exception as exc:
             code, text = status_of(exc)
-        await context.abort(code, text)
+        finally:
+            # A call that queried the database closes its connection as Django would
+            # after a request (CONN_MAX_AGE, unusable connections).
+            close_old_connections()
+        context.abort(code, text)
 
     return handle
 
@@ -240,22 +215,17 @@ def generic_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
 
 
 class GrpcServer:
-    """A ``grpc.aio`` server on an event loop in a daemon thread of this process."""
+    """A gRPC server of this process, its RPCs in a pool of ``threads`` threads."""
 
     def __init__(
-        self, host: str, port: int, *, max_message_size: int | None, threads: int = 4
+        self, host: str, port: int, *, max_message_size: int | None, threads: int = 8
     ) -> None:
         self.host = host
         self.port = port
         self.max_message_size = max_message_size
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="mlapp-grpc")
+        self.threads = threads
         self.bound_port: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._grace = 1.0
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="mlapp-grpc", daemon=True)
+        self._server: grpc.Server | None = None
 
     def options(self) -> list[tuple[str, Any]]:
         limit = -1 if self.max_message_size is None else self.max_message_size
@@ -266,56 +236,29 @@ class GrpcServer:
             ("grpc.max_send_message_length", limit),
         ]
 
-    def start(self, timeout: float = 10.0) -> int:
+    def start(self) -> int:
         """Start serving; returns the bound port. Raises when the port cannot be bound."""
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise RuntimeError(f"The gRPC server did not start within {timeout} s.")
-        if self._error is not None:
-            raise self._error
-        assert self.bound_port is not None
-        return self.bound_port
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-        finally:
-            loop.close()
-
-    async def _serve(self) -> None:
-        server = grpc.aio.server(options=self.options())
-        server.add_generic_rpc_handlers((generic_handler(InferenceServicer(self.executor)),))
+        executor = ThreadPoolExecutor(self.threads, thread_name_prefix="mlapp-grpc")
+        server = grpc.server(executor, options=self.options())
+        server.add_generic_rpc_handlers((generic_handler(InferenceServicer()),))
         address = f"{self.host}:{self.port}"
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise RuntimeError(f"The gRPC server cannot listen on {address}: {exc}") from None
-        await server.start()
-        self._stopping = asyncio.Event()
-        self.bound_port = bound
-        self._started.set()
-        await self._stopping.wait()
-        await server.stop(self._grace)
+        server.start()
+        self._server, self.bound_port = server, bound
+        return bound
 
     def stop(self, grace: float = 1.0) -> None:
         """Stop accepting calls, let running ones finish within ``grace`` seconds."""
-        loop, stopping = self._loop, self._stopping
-        if loop is None or stopping is None or loop.is_closed():
-            return
-        self._grace = grace
-        loop.call_soon_threadsafe(stopping.set)
-        self._thread.join(grace + 5)
-        self.executor.shutdown(wait=False)
+        if self._server is not None:
+            self._server.stop(grace).wait(grace + 5)
+            self._server = None
 
 
 def start_server(
-    host: str, port: int, *, max_message_size: int | None, threads: int = 4
+    host: str, port: int, *, max_message_size: int | None, threads: int = 8
 ) -> GrpcServer:
     """Serve the gRPC service of this process on ``host:port``; the server, started."""
     server = GrpcServer(host, port, max_message_size=max_message_size, threads=threads)
