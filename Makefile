@@ -62,7 +62,7 @@ bench: install kserve-venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/grpc_run.py
 
-# The gRPC rows alone: mlapp's gRPC against KServe's, one core each (about two minutes).
+# The gRPC rows alone: mlapp's gRPC against KServe's, one core each (about five minutes).
 bench-grpc: install kserve-venv
 	$(BIN)/python bench/grpc_run.py
 

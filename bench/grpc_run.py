@@ -9,7 +9,7 @@ open, pinned to the other core): ModelInfer with the inputs in ``raw_input_conte
 REST path (OIP V2 JSON by wrk, as bench/run.py measures it) is measured beside, for the
 latency at c=1.
 
-    make bench-grpc                  # about two minutes
+    make bench-grpc                  # about five minutes
     .venv/bin/python bench/grpc_run.py --help
 """
 

@@ -133,8 +133,11 @@ def _typed_tensor(spec: TensorSpec, shape: tuple[int, ...], contents: Any) -> np
         array = np.empty(count, dtype=object)
         array[:] = list(values)
     else:
-        array = np.array(values, dtype=spec.dtype if field != "int_contents" else np.int32)
-        if field in ("int_contents", "uint_contents") and spec.dtype.itemsize < 4:
+        # INT8/16 and UINT8/16 travel in 32-bit fields: read them at that width, then check
+        # the range (numpy refuses, or wraps, an out-of-range value cast at once).
+        wide = {"int_contents": np.int32, "uint_contents": np.uint32}.get(field, spec.dtype)
+        array = np.array(values, dtype=wide)
+        if wide is not spec.dtype and spec.dtype.itemsize < 4:
             info = np.iinfo(spec.dtype)
             if count and (array.min() < info.min or array.max() > info.max):
                 raise InvalidInput(
