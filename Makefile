@@ -3,17 +3,19 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# The Open Inference Protocol over gRPC, beside HTTP (as Triton: 8001).
+GRPC_PORT ?= 8001
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-grpc bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
 	# torch first, exact: the CPU wheel, never a range that could pull a CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[torch,onnx,postgres,celery,serve,demo,dev]'
+	$(PIP) -e '.[torch,onnx,postgres,celery,serve,grpc,demo,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,8 +43,8 @@ kserve-venv: $(KSERVE_STAMP)
 demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_demo
-	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
-	$(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT) < /dev/null
+	@echo "Serving on http://127.0.0.1:$(PORT)/ and gRPC on 127.0.0.1:$(GRPC_PORT) (Ctrl-C to stop)"
+	GRPC_PORT=$(GRPC_PORT) $(BIN)/python manage.py runserver --noreload 127.0.0.1:$(PORT) < /dev/null
 
 # The production server (manage.py mlapp_serve: granian, chosen by measurement,
 # docs/performance.md) over the database `make demo` set up; workers sized from the cores it
@@ -50,14 +52,19 @@ demo: install
 serve: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
-	DJANGO_DEBUG=0 $(BIN)/python manage.py mlapp_serve --port $(PORT) < /dev/null
+	@echo "Serving on http://127.0.0.1:$(PORT)/ and gRPC on 127.0.0.1:$(GRPC_PORT) (Ctrl-C to stop)"
+	DJANGO_DEBUG=0 $(BIN)/python manage.py mlapp_serve --port $(PORT) --grpc-port $(GRPC_PORT) < /dev/null
 
 # mlapp against the raw model call and KServe (needs wrk: apt-get install wrk). About seven
 # minutes; BENCH_ARGS=--quick for a shorter run, see bench/run.py --help.
 BENCH_ARGS ?=
 bench: install kserve-venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/grpc_run.py
+
+# The gRPC rows alone: mlapp's gRPC against KServe's, one core each (about five minutes).
+bench-grpc: install kserve-venv
+	$(BIN)/python bench/grpc_run.py
 
 # The full suite: once on SQLite, once on PostgreSQL (skipped with the reason when
 # PostgreSQL is not running, a failure under CI=true).

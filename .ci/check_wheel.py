@@ -13,6 +13,8 @@ REQUIRED = [
     "mlapp/templates/admin/mlapp/stage_confirmation.html",
     "mlapp/templates/mlapp/api/redoc.html",
     "mlapp/static/mlapp/admin.css",
+    "mlapp/api/grpc/open_inference_grpc.proto",
+    "mlapp/api/grpc/open_inference_grpc.pb",
 ]
 
 

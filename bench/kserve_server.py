@@ -7,6 +7,7 @@ tokenizes (padding to the longest text, as ``project.demo.handlers.MiniLMHandler
 answers the embedding. Threads: one intra-op thread per runtime, as the mlapp side.
 
     .venv-kserve/bin/python bench/kserve_server.py --http_port 8200 --root .
+    .venv-kserve/bin/python bench/kserve_server.py --http_port 8200 --enable-grpc --grpc_port 8201
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def _response(kserve, model, request, outputs):
         )
         for name, array in outputs.items()
     ]
+    if request.from_grpc and request.use_binary_outputs:
+        # KServe 0.21's to_grpc() tests an array's truth value when the request came raw
+        # (ValueError): raw outputs are set from the arrays here, as its own examples do.
+        for output, array in zip(infer_outputs, outputs.values(), strict=True):
+            output.set_data_from_numpy(array, binary_data=True)
     return kserve.InferResponse(
         response_id=request.id or "",
         model_name=model.name,
@@ -110,6 +116,8 @@ def build_models(kserve, root: Path):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+    # bench/grpc_run.py: KServe's gRPC server too, on its --grpc_port.
+    parser.add_argument("--enable-grpc", action="store_true")
     args, rest = parser.parse_known_args()
     # kserve parses sys.argv itself (its own flags, e.g. --http_port) when imported.
     sys.argv = [sys.argv[0], *rest]
@@ -119,7 +127,9 @@ def main() -> None:
     for model in models:
         model.load()
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    kserve.ModelServer(enable_grpc=False, enable_latency_logging=False, workers=1).start(models)
+    kserve.ModelServer(enable_grpc=args.enable_grpc, enable_latency_logging=False, workers=1).start(
+        models
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,28 @@ METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_THREADS = 8
 #: Seconds a stopping worker has to finish its requests before it is killed.
 STOP_TIMEOUT = 30
+
+
+#: Called in each worker after the fork, before it serves (:func:`at_worker_start`).
+_worker_hooks: list[Callable[[], object]] = []
+_forking = False
+
+
+def forks_workers() -> bool:
+    """Whether this process is loading an application for workers it will fork."""
+    return _forking
+
+
+def at_worker_start(hook: Callable[[], object]) -> None:
+    """Call ``hook`` in every worker once forked, before it serves (a respawned one too):
+    what must not cross a fork (gRPC's server) starts there."""
+    _worker_hooks.append(hook)
+
+
+def _load_in_worker(application: Any) -> Any:
+    for hook in _worker_hooks:
+        hook()
+    return application
 
 
 class LaunchError(Exception):
@@ -76,6 +98,8 @@ class ServeConfig:
     threads: int
     #: torch / ONNX Runtime intra-op threads per worker (``MLAPP["THREADS"]``).
     intra_op_threads: int
+    #: Port of the gRPC server of every worker (``MLAPP["GRPC_PORT"]``); None: no gRPC.
+    grpc_port: int | None = None
 
     @classmethod
     def build(
@@ -86,10 +110,12 @@ class ServeConfig:
         workers: int | None = None,
         threads: int | None = None,
         intra_op_threads: int | None = None,
+        grpc_port: int | None = None,
         environ: MutableMapping[str, str] = os.environ,
     ) -> ServeConfig:
-        """Options first, then ``WEB_WORKERS`` / ``WEB_THREADS`` / ``MLAPP_THREADS``, then
-        the project's ``MLAPP["THREADS"]``, then the cores this process may use."""
+        """Options first, then ``WEB_WORKERS`` / ``WEB_THREADS`` / ``MLAPP_THREADS`` /
+        ``GRPC_PORT``, then the project's ``MLAPP["THREADS"]`` / ``MLAPP["GRPC_PORT"]``,
+        then the cores this process may use."""
         from mlapp.conf import settings as mlapp_settings
 
         workers = workers or _positive(environ, "WEB_WORKERS") or cores()
@@ -100,7 +126,11 @@ class ServeConfig:
             or mlapp_settings.THREADS
             or max(cores() // workers, 1)
         )
-        return cls(host, port, workers, threads, intra_op_threads)
+        if grpc_port is None:
+            grpc_port = _port(environ, "GRPC_PORT")
+        if grpc_port is None:
+            grpc_port = mlapp_settings.GRPC_PORT
+        return cls(host, port, workers, threads, intra_op_threads, grpc_port)
 
 
 def _positive(environ: MutableMapping[str, str], name: str) -> int | None:
@@ -109,6 +139,15 @@ def _positive(environ: MutableMapping[str, str], name: str) -> int | None:
         return None
     if not value.isdigit() or int(value) < 1:
         raise LaunchError(f"{name}={value!r} must be a positive integer.")
+    return int(value)
+
+
+def _port(environ: MutableMapping[str, str], name: str) -> int | None:
+    value = environ.get(name)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > 65535:
+        raise LaunchError(f"{name}={value!r} must be a port number.")
     return int(value)
 
 
@@ -192,6 +231,19 @@ def use_intra_op_threads(count: int) -> None:
     mlapp_settings.reload()
 
 
+def use_grpc(host: str, port: int | None) -> None:
+    """Make ``MLAPP["GRPC_PORT"]`` / ``["GRPC_HOST"]`` what the command line says."""
+    from django.conf import settings
+
+    from mlapp.conf import settings as mlapp_settings
+
+    if port == mlapp_settings.GRPC_PORT and (port is None or host == mlapp_settings.GRPC_HOST):
+        return
+    current = getattr(settings, "MLAPP", None) or {}
+    settings.MLAPP = {**current, "GRPC_PORT": port, "GRPC_HOST": host}
+    mlapp_settings.reload()
+
+
 def load_application() -> Any:
     """The project's WSGI application, loaded here; raises :class:`LaunchError` when it does
     not load mlapp's models (each worker would then load them again, and never be ready)."""
@@ -253,6 +305,9 @@ def serve(config: ServeConfig) -> None:
         multiprocessing.set_start_method("fork", force=True)
         stop_children_by_default()
         use_intra_op_threads(config.intra_op_threads)
+        use_grpc(config.host, config.grpc_port)
+        global _forking
+        _forking = True
         application = load_application()
         # Forked workers open their own database connections.
         connections.close_all()
@@ -273,6 +328,9 @@ def serve(config: ServeConfig) -> None:
             workers_kill_timeout=STOP_TIMEOUT,
             **options,
         )
-        server.serve(target_loader=lambda *args, **kwargs: application, wrap_loader=False)
+        # granian calls the loader in each worker, after the fork.
+        server.serve(
+            target_loader=lambda *args, **kwargs: _load_in_worker(application), wrap_loader=False
+        )
     finally:
         clean_metrics_dir()

@@ -25,6 +25,9 @@ def get_wsgi_application() -> Any:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
+    from mlapp.api.grpc import serve_beside_http
+
+    serve_beside_http()
     from mlapp.api.v2 import fastpath
 
     return fastpath.wrap(application)

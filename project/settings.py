@@ -125,6 +125,9 @@ MLAPP = {
     # V2 inference skips URL resolving and the middleware above (none of it needs to see
     # model traffic here): about 250 µs less CPU a request (docs/performance.md).
     "V2_SKIP_MIDDLEWARE": os.environ.get("MLAPP_V2_SKIP_MIDDLEWARE", "1") == "1",
+    # The Open Inference Protocol over gRPC beside HTTP when GRPC_PORT is set (make demo and
+    # make serve set it: 8001 unless told otherwise).
+    "GRPC_PORT": int(os.environ["GRPC_PORT"]) if os.environ.get("GRPC_PORT") else None,
     # The example app's table as a batch source (project/flowers/sources.py).
     "BATCH_SOURCES": {
         "flowers": {

@@ -64,6 +64,9 @@ class MLAppSettings:
     VALIDATION_MEMORY: int
     V2_MAX_REQUEST_SIZE: int | None
     V2_SKIP_MIDDLEWARE: bool
+    GRPC_PORT: int | None
+    GRPC_HOST: str
+    GRPC_MAX_MESSAGE_SIZE: int | None
     #: The permission classes (or DRF's composed permissions), imported.
     READ_PERMISSION_CLASSES: tuple[Any, ...]
     PREDICT_PERMISSION_CLASSES: tuple[Any, ...]

@@ -72,6 +72,16 @@ DEFAULTS: dict[str, Any] = {
     # Send V2 inference requests from mlapp.wsgi straight to their view, skipping URL
     # resolving and MIDDLEWARE (mlapp.api.v2.fastpath), while predicting is open to anyone.
     "V2_SKIP_MIDDLEWARE": False,
+    # Serve the Open Inference Protocol over gRPC (mlapp.api.grpc, the ``grpc`` extra) on
+    # this port, from the web process itself: mlapp_serve starts it in every worker after
+    # the fork (the port shared with SO_REUSEPORT), a single-process server (runserver) when
+    # mlapp.wsgi loads the models. None: no gRPC.
+    "GRPC_PORT": None,
+    # Address the gRPC server binds (mlapp_serve binds its --host).
+    "GRPC_HOST": "127.0.0.1",
+    # Largest gRPC message received or sent, in bytes (RESOURCE_EXHAUSTED beyond); None:
+    # the V2 REST limit (V2_MAX_REQUEST_SIZE, else DATA_UPLOAD_MAX_MEMORY_SIZE).
+    "GRPC_MAX_MESSAGE_SIZE": None,
     # DRF permission classes (dotted paths) per kind of access.
     "READ_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "PREDICT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],

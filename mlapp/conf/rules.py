@@ -229,6 +229,21 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "V2_SKIP_MIDDLEWARE": _rule(
         lambda v: isinstance(v, bool), "must be True or False.", "Default False."
     ),
+    "GRPC_PORT": _rule(
+        lambda v: v is None or (_non_negative_int(v) and v <= 65535),
+        "must be None or a port number (0..65535).",
+        "e.g. 8001 (Triton's); None serves no gRPC.",
+    ),
+    "GRPC_HOST": _rule(
+        lambda v: isinstance(v, str) and bool(v),
+        "must be a host name or address.",
+        "e.g. '0.0.0.0'.",
+    ),
+    "GRPC_MAX_MESSAGE_SIZE": _rule(
+        _optional_positive_int,
+        "must be None or a positive integer.",
+        "Bytes, e.g. 64 * 2**20; None uses the V2 REST limit.",
+    ),
     **{
         key: _rule(
             lambda v: isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v),

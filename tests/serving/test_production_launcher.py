@@ -62,6 +62,7 @@ class Server:
     log: Path
     metrics_dir: Path
     token: str
+    grpc_port: int
 
     def request(
         self,
@@ -163,14 +164,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, onnx_file: Path) -> Iterato
     run("register_model", "affine", str(onnx_file), "--promote")
     run("collectstatic", "--noinput", "-v0")
     token = run("shell", "-v", "0", "-c", STAFF_TOKEN).strip()
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     log = tmp / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*LAUNCHER, "--port", str(port), "--workers", str(WORKERS), "--threads", "4"],
+            [*LAUNCHER, "--port", str(port), "--workers", str(WORKERS), "--threads", "4",
+             "--grpc-port", str(grpc_port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    started = Server(process, port, log, metrics_dir, token)
+    started = Server(process, port, log, metrics_dir, token, grpc_port)
     try:
         _wait_ready(started)
         yield started
@@ -363,6 +365,50 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_answering(server, rel
     assert (server.metrics_dir / f"counter_{replacement}.db").exists(), server.tail()
 
 
+def _listening_sockets(pid: int, port: int) -> int:
+    """How many sockets of process ``pid`` listen on TCP ``port`` (gRPC binds IPv6 sockets
+    that take IPv4 too, ``[::ffff:127.0.0.1]``)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(fields[9])
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            count += target.startswith("socket:[") and target[8:-1] in inodes
+    return count
+
+
+def test_every_worker_serves_grpc_on_the_shared_port(server):
+    """After the fork, respawned workers too (this runs after the kill test), each its own
+    gRPC server on one port (SO_REUSEPORT), answering from the models loaded before."""
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    workers = server.workers()
+    assert len(workers) == WORKERS
+    assert {pid: _listening_sockets(pid, server.grpc_port) for pid in workers} == dict.fromkeys(
+        workers, 1
+    ), server.tail()
+    assert _listening_sockets(server.process.pid, server.grpc_port) == 0  # not the parent
+    for _ in range(8):  # new connections: the kernel spreads them over the workers
+        client = triton.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            assert client.is_server_ready()
+            x = triton.InferInput("x", [1, 3], "FP32")
+            x.set_data_from_numpy(np.array([[1, 2, 3]], dtype=np.float32))
+            answer = client.infer("affine", [x])
+            rest = server.post_json("/v2/models/affine/infer", INFER).json()
+            assert answer.as_numpy("y").ravel().tolist() == rest["outputs"][0]["data"]
+        finally:
+            client.close()
+    text = server.request("/metrics").body.decode()
+    assert 'mlapp_requests_total{model="affine",outcome="ok",protocol="grpc",version="1"}' in text
+
+
 def test_stopping_the_server_removes_its_metrics_files(server):
     assert list(server.metrics_dir.glob("*.db"))  # written while serving
     os.kill(server.process.pid, signal.SIGTERM)
@@ -392,6 +438,18 @@ def test_options_win_over_the_environment_which_wins_over_mlapp_threads(settings
     assert (config.workers, config.threads, config.intra_op_threads) == (5, 2, 4)
     config = launcher.ServeConfig.build(workers=7, threads=1, intra_op_threads=2, environ=environ)
     assert (config.workers, config.threads, config.intra_op_threads) == (7, 1, 2)
+
+
+def test_grpc_port_from_the_option_the_environment_or_the_setting(settings):
+    settings.MLAPP = {"GRPC_PORT": 9001}
+    assert launcher.ServeConfig.build(environ={}).grpc_port == 9001
+    assert launcher.ServeConfig.build(environ={"GRPC_PORT": "9002"}).grpc_port == 9002
+    config = launcher.ServeConfig.build(grpc_port=9003, environ={"GRPC_PORT": "9002"})
+    assert config.grpc_port == 9003
+    settings.MLAPP = {}
+    assert launcher.ServeConfig.build(environ={}).grpc_port is None
+    with pytest.raises(launcher.LaunchError, match="GRPC_PORT='http'"):
+        launcher.ServeConfig.build(environ={"GRPC_PORT": "http"})
 
 
 def test_a_bad_worker_count_in_the_environment_is_refused_with_its_name():

@@ -136,7 +136,7 @@ def decode_request(
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string.")
-    parameters = _parameters(header.get("parameters"), "the request")
+    parameters = check_parameters(header.get("parameters"), "the request")
     binary_output = _flag(parameters, "binary_data_output", "the request")
     items = header.get("inputs")
     if not isinstance(items, list) or not items:
@@ -150,7 +150,7 @@ def decode_request(
     offset = 0
     inputs: dict[str, np.ndarray] = {}
     for item in items:
-        name, spec, shape, params = _input_header(item, signature)
+        name, spec, shape, params = input_header(item, signature)
         if name in inputs:
             raise InvalidInput(f"Input {name!r} is given twice.")
         size = params.get("binary_data_size")
@@ -160,7 +160,7 @@ def decode_request(
                     f"Input {name!r} has both 'data' and parameters.binary_data_size: "
                     "send one of them."
                 )
-            inputs[name] = _binary_tensor(spec, shape, tail, offset, size)
+            inputs[name] = binary_tensor(spec, shape, tail, offset, size)
             offset += size
         elif "data" in item:
             inputs[name] = _json_tensor(spec, shape, item["data"])
@@ -181,12 +181,13 @@ def decode_request(
         inputs=inputs,
         id=request_id,
         parameters=parameters,
-        outputs=_requested_outputs(header.get("outputs"), signature),
+        outputs=requested_outputs(header.get("outputs"), signature),
         binary_output=binary_output,
     )
 
 
-def _parameters(value: Any, where: str) -> dict[str, Any]:
+def check_parameters(value: Any, where: str) -> dict[str, Any]:
+    """``parameters`` of ``where`` (the request, an input, an output) as a dict, checked."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -205,9 +206,11 @@ def _flag(parameters: Mapping[str, Any], key: str, where: str) -> bool:
     return value
 
 
-def _input_header(
+def input_header(
     item: Any, signature: Signature
 ) -> tuple[str, TensorSpec, tuple[int, ...], dict[str, Any]]:
+    """An input's name, spec, shape and parameters, checked against ``signature``
+    (also for gRPC: :mod:`mlapp.api.grpc.codec` reads its tensors with it)."""
     if not isinstance(item, dict):
         raise InvalidInput('Each input must be an object: {"name", "datatype", "shape", "data"}.')
     name = item.get("name")
@@ -243,7 +246,7 @@ def _input_header(
         )
     if 0 in shape:
         raise InvalidInput(f"Input {name!r} is empty (shape {list(shape)}).")
-    params = _parameters(item.get("parameters"), f"input {name!r}")
+    params = check_parameters(item.get("parameters"), f"input {name!r}")
     return name, spec, shape, params
 
 
@@ -253,9 +256,10 @@ def _excerpt(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
-def _binary_tensor(
+def binary_tensor(
     spec: TensorSpec, shape: tuple[int, ...], tail: memoryview, offset: int, size: Any
 ) -> np.ndarray:
+    """The tensor in ``tail[offset:offset + size]``, checked against ``shape`` first."""
     name = spec.name
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidInput(f"binary_data_size of input {name!r} must be an integer >= 0.")
@@ -341,7 +345,8 @@ def _json_tensor(spec: TensorSpec, shape: tuple[int, ...], data: Any) -> np.ndar
     return coerce_input(spec, array.reshape(shape))
 
 
-def _requested_outputs(value: Any, signature: Signature) -> list[RequestedOutput] | None:
+def requested_outputs(value: Any, signature: Signature) -> list[RequestedOutput] | None:
+    """The outputs asked for, checked; None for every output of the signature."""
     if value is None or value == []:
         return None
     if not isinstance(value, list):
@@ -356,7 +361,7 @@ def _requested_outputs(value: Any, signature: Signature) -> list[RequestedOutput
             raise InvalidInput(f"Unknown output {name!r}; this model returns {', '.join(known)}.")
         if any(o.name == name for o in result):
             raise InvalidInput(f"Output {name!r} is requested twice.")
-        params = _parameters(item.get("parameters"), f"output {name!r}")
+        params = check_parameters(item.get("parameters"), f"output {name!r}")
         if params.get("classification"):
             raise InvalidInput("The classification extension is not supported.")
         binary = params.get("binary_data")

@@ -47,7 +47,7 @@ def encode_response(
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            blob = _binary_data(array, datatype)
+            blob = binary_data(array, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -77,7 +77,7 @@ def _json_data(name: str, array: np.ndarray, datatype: str) -> Any:
         ) from None
 
 
-def _binary_data(array: np.ndarray, datatype: str) -> Any:
+def binary_data(array: np.ndarray, datatype: str) -> Any:
     if datatype == "BYTES":
         parts = []
         for value in array.reshape(-1).tolist():

@@ -81,7 +81,7 @@ class V2View:
         self.kind = kind
 
 
-def _denied(request: HttpRequest, kind: str) -> HttpResponse | None:
+def check_access(request: HttpRequest, kind: str) -> HttpResponse | None:
     """Run the ``MLAPP`` permission classes of ``kind``; a response when access is refused.
 
     All ``AllowAny`` (the default) and no ``Authorization`` header: nothing runs, so no
@@ -157,7 +157,7 @@ def v2_view(methods: tuple[str, ...], kind: str | None) -> Callable:
                 )
             try:
                 if kind is not None:
-                    denied = _denied(request, kind)
+                    denied = check_access(request, kind)
                     if denied is not None:
                         return denied
                 return func(request, *args, **kwargs)

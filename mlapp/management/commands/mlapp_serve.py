@@ -53,6 +53,13 @@ class Command(BaseCommand):
             "MLAPP['THREADS'], else available cores / workers).",
         )
 
+        parser.add_argument(
+            "--grpc-port",
+            type=int,
+            help="Serve the Open Inference Protocol over gRPC on this port too, from every "
+            "worker (default: $GRPC_PORT, else MLAPP['GRPC_PORT']; none when unset).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             config = launcher.ServeConfig.build(
@@ -61,6 +68,7 @@ class Command(BaseCommand):
                 workers=options["workers"],
                 threads=options["threads"],
                 intra_op_threads=options["intra_op_threads"],
+                grpc_port=options["grpc_port"],
             )
         except launcher.LaunchError as exc:
             raise CommandError(str(exc)) from exc
@@ -71,6 +79,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"mlapp_serve: http://{config.host}:{config.port}/, {config.workers} worker(s) x "
             f"{config.threads} thread(s), {config.intra_op_threads} intra-op thread(s) each"
+            + (f"; gRPC on {config.host}:{config.grpc_port}" if config.grpc_port else "")
         )
         try:
             launcher.serve(config)

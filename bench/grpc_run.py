@@ -1,0 +1,213 @@
+"""The gRPC rows of the benchmark: mlapp's gRPC against KServe 0.21's, on the same artifacts.
+
+Sets up a fresh database with the demo models, starts ``mlapp_serve --grpc-port`` (the
+production server: gRPC from its worker, beside HTTP; batching off, the default) and
+KServe's model server with its gRPC server (bench/kserve_server.py, from ``.venv-kserve``),
+both pinned to one core, and drives each with bench/grpc_load.py (asyncio, connections kept
+open, pinned to the other core): ModelInfer with the inputs in ``raw_input_contents``
+(tritonclient's default), batch 1, at each concurrency, the servers taking turns. mlapp's
+REST path (OIP V2 JSON by wrk, as bench/run.py measures it) is measured beside, for the
+latency at c=1.
+
+    make bench-grpc                  # about five minutes
+    .venv/bin/python bench/grpc_run.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.cases import cases  # noqa: E402
+from bench.run import (  # noqa: E402
+    KSERVE_PYTHON,
+    PYTHON,
+    SERVERS,
+    Cell,
+    Server,
+    cpu_seconds,
+    django_env,
+    free_port,
+    log,
+    manage,
+    measure,
+)
+
+
+def grpc_cell(server: Server, grpc_port: int, core: int, case: str, c: int, args) -> Cell:
+    command = [
+        "taskset", "-c", str(core), PYTHON, str(ROOT / "bench/grpc_load.py"),
+        f"127.0.0.1:{grpc_port}", case, "--concurrency", str(c),
+        "--connections", str(min(c, args.connections)),
+        "--seconds", str(args.duration), "--warmup", str(args.warmup),
+    ]  # fmt: skip
+    cpu_before = cpu_seconds(server.process.pid)
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"grpc_load failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # The server's CPU over the warm-up and the run: per request of both.
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    total = result["requests"] * (1 + args.warmup / args.duration)
+    if result["errors"]:
+        log(f"{server.label}: {result['errors']} errors, first: {result['first_error']}")
+    log(f"  ({time.monotonic() - started:.1f} s)")
+    return Cell(
+        requests_per_s=result["requests"] / result["seconds"],
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        cpu_us_per_request=1e6 * cpu / max(total, 1),
+        errors=result["errors"],
+    )
+
+
+def _median(cells: list[Cell]) -> Cell:
+    return sorted(cells, key=lambda cell: cell.requests_per_s)[len(cells) // 2]
+
+
+def run(args, work: Path, server_core: int, load_core: int) -> dict:
+    var = work / "var"
+    manage(var, "migrate", "--noinput", "-v0")
+    manage(var, "setup_demo", "--no-admin")
+    results: dict = {}
+    with ExitStack() as stack:
+        port, grpc_port = free_port(), free_port()
+        mlapp = Server(
+            "mlapp gRPC",
+            ["taskset", "-c", str(server_core), *SERVERS["granian"]],
+            django_env(var, port, GRPC_PORT=str(grpc_port)),
+            port,
+            work / "mlapp.log",
+        )
+        stack.callback(mlapp.stop)
+        kserve_port, kserve_grpc = free_port(), free_port()
+        kserve = Server(
+            "KServe gRPC",
+            [
+                "taskset", "-c", str(server_core), str(KSERVE_PYTHON),
+                str(ROOT / "bench/kserve_server.py"), "--enable-grpc",
+                "--http_port", str(kserve_port), "--grpc_port", str(kserve_grpc),
+            ],
+            {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")},
+            kserve_port,
+            work / "kserve.log",
+        )  # fmt: skip
+        stack.callback(kserve.stop)
+        mlapp.wait_ready()
+        kserve.wait_ready()
+        targets = [(mlapp, grpc_port), (kserve, kserve_grpc)]
+        for case in args.cases:
+            bodies = work / f"{case}.bodies"
+            bodies.write_bytes(b"\n".join(cases()[case].bodies) + b"\n")
+            for c in args.concurrency:
+                runs: dict[str, list[Cell]] = {"mlapp gRPC": [], "KServe gRPC": [], "REST": []}
+                for repeat in range(args.repeat):
+                    order = targets[repeat % 2 :] + targets[: repeat % 2]
+                    for server, grpc in order:
+                        cell = grpc_cell(server, grpc, load_core, case, c, args)
+                        runs[server.label].append(cell)
+                    path = f"/v2/models/{cases()[case].model}/infer"
+                    runs["REST"].append(measure(mlapp, load_core, bodies, path, c, args))
+                for label, cells in runs.items():
+                    cell = _median(cells)
+                    results[f"{label}|{case}|{c}"] = vars(cell)
+                    log(
+                        f"{label:12} {case:8} c={c:<3} {cell.requests_per_s:8.0f} req/s  "
+                        f"p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
+                        f"cpu {cell.cpu_us_per_request:6.0f} us/req  errors {cell.errors}"
+                    )
+    return results
+
+
+def table(args, results: dict) -> str:
+    header = [
+        "model", "c", "mlapp gRPC req/s", "p50 ms", "p99 ms", "CPU µs",
+        "KServe gRPC req/s", "p50 ms", "p99 ms", "CPU µs", "mlapp÷KServe",
+        "mlapp REST req/s", "REST p50 ms",
+    ]  # fmt: skip
+    rows = []
+    for case in args.cases:
+        for c in args.concurrency:
+            m, k, r = (
+                results[f"{label}|{case}|{c}"] for label in ("mlapp gRPC", "KServe gRPC", "REST")
+            )
+            rows.append([
+                case, str(c),
+                f"{m['requests_per_s']:.0f}", f"{m['p50_ms']:.2f}", f"{m['p99_ms']:.2f}",
+                f"{m['cpu_us_per_request']:.0f}",
+                f"{k['requests_per_s']:.0f}", f"{k['p50_ms']:.2f}", f"{k['p99_ms']:.2f}",
+                f"{k['cpu_us_per_request']:.0f}",
+                f"{m['requests_per_s'] / k['requests_per_s']:.2f}",
+                f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.2f}",
+            ])  # fmt: skip
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    errors = {key: cell["errors"] for key, cell in results.items() if cell["errors"]}
+    if errors:
+        lines.append(f"ERRORS: {errors}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default="iris,digits,minilm")
+    parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--duration", type=float, default=3, help="seconds per run of a cell")
+    parser.add_argument("--warmup", type=float, default=1, help="seconds before each run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median shown")
+    parser.add_argument(
+        "--connections", type=int, default=4, help="channels the load keeps open (at most c)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    args = parser.parse_args(argv)
+    args.cases = args.cases.split(",")
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk (Debian/Ubuntu)")
+    if not KSERVE_PYTHON.exists():
+        raise SystemExit("KServe's environment is missing: make kserve-venv")
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("The benchmark needs two cores: one for the servers, one for the load.")
+    server_core, load_core = cores[0], cores[1]
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="mlapp-bench-grpc-"))
+    try:
+        results = run(args, work, server_core, load_core)
+    finally:
+        if args.keep:
+            log(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(table(args, results))
+    print(
+        f"servers on core {server_core}, load on core {load_core}; {args.duration:g} s per run, "
+        f"median of {args.repeat}; load average before {load_before[0]:.2f}, after "
+        f"{os.getloadavg()[0]:.2f}; {time.monotonic() - started:.0f} s in all"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

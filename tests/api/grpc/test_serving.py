@@ -1,0 +1,142 @@
+"""Where the gRPC server starts (now, or in each worker after the fork), and hot swap under
+gRPC traffic with no failed call."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+
+import mlapp.api.grpc as grpc_front
+from mlapp import launcher
+from mlapp.serving.registry import registry
+from mlapp.versions.lifecycle import promote_version, register_version, rollback
+
+X = np.ones((2, 3), dtype=np.float32)
+QUIET = {"THREADS": 1, "POLL_INTERVAL": 3600}
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """This process's server slot and the launcher's hooks, fresh; the server stopped."""
+    monkeypatch.setattr(grpc_front, "_server", None)
+    monkeypatch.setattr(launcher, "_worker_hooks", [])
+    yield
+    if grpc_front._server is not None:
+        grpc_front._server.stop()
+
+
+def test_no_port_no_server(settings, no_server):
+    settings.MLAPP = {}
+    grpc_front.serve_beside_http()
+    assert grpc_front._server is None
+    assert launcher._worker_hooks == []
+
+
+def test_a_process_that_does_not_fork_serves_at_once(settings, no_server):
+    settings.MLAPP = {"GRPC_PORT": 0, "GRPC_MAX_MESSAGE_SIZE": 1234}
+    grpc_front.serve_beside_http()
+    server = grpc_front._server
+    assert server is not None
+    assert server.bound_port > 0
+    assert server.max_message_size == 1234
+    assert grpc_front.start() is server  # once per process
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.bound_port}")
+    assert client.is_server_live()
+    client.close()
+
+
+def test_under_the_launcher_each_worker_starts_it_after_the_fork(settings, no_server, monkeypatch):
+    settings.MLAPP = {"GRPC_PORT": 0}
+    monkeypatch.setattr(launcher, "_forking", True)
+    grpc_front.serve_beside_http()
+    assert grpc_front._server is None  # nothing of gRPC before the fork
+    assert launcher._worker_hooks == [grpc_front.start]
+    application = object()
+    assert launcher._load_in_worker(application) is application  # what a worker runs
+    assert grpc_front._server is not None
+
+
+def test_the_message_limit_defaults_to_the_rest_one(settings):
+    settings.MLAPP = {"V2_MAX_REQUEST_SIZE": 5000}
+    assert grpc_front.message_limit() == 5000
+    settings.MLAPP = {}
+    assert grpc_front.message_limit() == settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+# -- hot swap ----------------------------------------------------------------------------------
+
+
+class Traffic:
+    """Threads calling ModelInfer in a loop, each on its own connection, counting answers by
+    version and every failure."""
+
+    def __init__(self, address: str, threads: int = 4) -> None:
+        self.address = address
+        self.versions: Counter[str] = Counter()
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        client = triton.InferenceServerClient(self.address)
+        tensor = triton.InferInput("x", [2, 3], "FP32")
+        tensor.set_data_from_numpy(X)
+        while not self._stop.is_set():
+            try:
+                answer = client.infer("affine", [tensor])
+                assert answer.as_numpy("y").shape == (2, 2)
+            except BaseException as exc:
+                with self._lock:
+                    self.failures.append(exc)
+            else:
+                with self._lock:
+                    self.versions[answer.get_response().model_version] += 1
+        client.close()
+
+    def answers(self) -> int:
+        with self._lock:
+            return sum(self.versions.values()) + len(self.failures)
+
+    def wait_for_more(self, count: int = 20) -> None:
+        target = self.answers() + count
+        while self.answers() < target:
+            self._stop.wait(0.001)
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        self.wait_for_more()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_promotions_and_rollbacks_under_grpc_traffic_fail_no_call(onnx_file, settings):
+    from mlapp.api.grpc.server import start_server
+
+    settings.MLAPP = QUIET
+    register_version("affine", onnx_file, promote=True)
+    v2 = register_version("affine", onnx_file)
+    server = start_server("127.0.0.1", 0, max_message_size=None)
+    try:
+        with Traffic(f"127.0.0.1:{server.bound_port}") as traffic:
+            for _ in range(3):
+                promote_version(v2)
+                assert registry.get("affine").version == 2
+                traffic.wait_for_more()
+                rollback(v2.model)
+                assert registry.get("affine").version == 1
+                traffic.wait_for_more()
+    finally:
+        server.stop()
+    assert traffic.failures == []
+    assert set(traffic.versions) == {"1", "2"}
