@@ -46,6 +46,12 @@ urlpatterns = [
         views.StoredPredictionView.as_view(),
         name="prediction-by-key",
     ),
+    path(
+        "models/<slug:name>/monitoring",
+        views.MonitoringConfigView.as_view(),
+        name="model-monitoring",
+    ),
+    path("models/<slug:name>/log/", views.PredictionLogView.as_view(), name="prediction-log"),
     path("models/<slug:name>/versions/", views.VersionListView.as_view(), name="version-list"),
     path(f"{version}/", views.VersionDetailView.as_view(), name="version-detail"),
     path(f"{version}/artifact", views.ArtifactView.as_view(), name="version-artifact"),

@@ -125,6 +125,9 @@ MLAPP = {
     # V2 inference skips URL resolving and the middleware above (none of it needs to see
     # model traffic here): about 250 µs less CPU a request (docs/performance.md).
     "V2_SKIP_MIDDLEWARE": os.environ.get("MLAPP_V2_SKIP_MIDDLEWARE", "1") == "1",
+    # Seconds between writes of the prediction log (tests stretch it to prove the writes at
+    # a graceful stop).
+    "MONITORING": {"FLUSH_INTERVAL": float(os.environ.get("MLAPP_LOG_FLUSH_INTERVAL") or 1.0)},
     # The example app's table as a batch source (project/flowers/sources.py).
     "BATCH_SOURCES": {
         "flowers": {

@@ -134,7 +134,7 @@ class MLModelAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: MLModel | None = None) -> Any:
         fieldsets: list[Any] = [
-            (None, {"fields": ["name", "description", "task", "handler", "serving"]}),
+            (None, {"fields": ["name", "description", "task", "handler", "serving", "monitoring"]}),
         ]
         if obj is not None:
             fieldsets.append((_("Activity"), {"fields": self.activity_fields}))

@@ -15,6 +15,7 @@ from mlapp.api.native.views.jobs import (
     JobResumeView,
 )
 from mlapp.api.native.views.models import ModelDetailView, ModelListView, RollbackView
+from mlapp.api.native.views.monitoring import MonitoringConfigView, PredictionLogView
 from mlapp.api.native.views.predict import PredictView
 from mlapp.api.native.views.predictions import StoredPredictionView
 from mlapp.api.native.views.root import ApiRootView
@@ -38,7 +39,9 @@ __all__ = [
     "JobResumeView",
     "ModelDetailView",
     "ModelListView",
+    "MonitoringConfigView",
     "PredictView",
+    "PredictionLogView",
     "PromoteView",
     "RollbackView",
     "StoredPredictionView",

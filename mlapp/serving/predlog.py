@@ -1,0 +1,298 @@
+"""The prediction log's writer: sampled requests kept per process, bulk-inserted off the path.
+
+The inference service hands every answered request of a model whose ``log_rate`` is above 0
+to :data:`recorder` (:meth:`PredictionRecorder.offer`): a coin toss against the rate, then an
+append of the request's arrays to this process's buffer. Nothing is encoded, and the database
+is not touched, on the request's thread. A background thread, started lazily by the first
+offer of each process (keyed by PID: a worker forked from a preloading parent starts its own,
+as the change watcher does), wakes every ``FLUSH_INTERVAL`` seconds (or as soon as
+``FLUSH_ROWS`` rows wait), encodes the rows (redaction hook, size cap) and writes them with
+one ``bulk_create`` per ``FLUSH_ROWS``. A full buffer (``BUFFER_SIZE``) drops the row and
+counts it (``mlapp_prediction_log_dropped_total``): a request never waits for the log.
+
+What is buffered is written when the process stops gracefully: :meth:`PredictionRecorder.close`
+runs at interpreter exit (``atexit``) and at the exit of a ``multiprocessing`` child (granian's
+workers end through ``multiprocessing``, which skips ``atexit``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing.util
+import os
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from django.db import connections
+from django.utils.module_loading import import_string
+from prometheus_client import Counter
+
+from mlapp.models import ModelVersion, PredictionLog
+from mlapp.serving.monitorconf import LogSettings, log_settings
+
+if TYPE_CHECKING:
+    from mlapp.serving.loading import LoadedModel
+
+logger = logging.getLogger("mlapp.monitoring")
+
+DROPPED = Counter(
+    "mlapp_prediction_log_dropped_total",
+    "Sampled requests the prediction log did not store: its buffer was full (full), or "
+    "writing them failed (error).",
+    ["model", "reason"],
+)
+WRITTEN = Counter("mlapp_prediction_log_rows_total", "Rows written to the prediction log.")
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+#: What one buffered request holds: time, model, version id, protocol, inputs, outputs,
+#: seconds, request id, key.
+Entry = tuple[float, str, int, str, dict[str, Any], dict[str, Any], float, Any, Any]
+
+
+def _plain(array: Any) -> Any:
+    """A value orjson writes: numeric arrays as they are, texts and bytes as lists of str."""
+    if isinstance(array, np.ndarray) and array.dtype == object:
+        return [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else _plain(v)
+            for v in array.tolist()
+        ]
+    if isinstance(array, np.ndarray) and not array.flags.c_contiguous:
+        return np.ascontiguousarray(array)
+    if isinstance(array, list):
+        return [_plain(v) for v in array]
+    return array
+
+
+def encode(arrays: dict[str, Any]) -> Any:
+    """Arrays by name as JSON values (float32 written as the shortest decimal)."""
+    return orjson.loads(orjson.dumps({k: _plain(v) for k, v in arrays.items()}, option=_NUMPY))
+
+
+def shapes(arrays: dict[str, Any]) -> dict[str, list[int]]:
+    return {name: list(np.shape(value)) for name, value in arrays.items()}
+
+
+class PredictionRecorder:
+    """This process's buffer of sampled requests and the thread that writes them."""
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        # Also after a fork: the parent's rows are the parent's to write, and a lock held by
+        # one of its threads would stay held here forever.
+        self._buffer: deque[Entry] = deque()
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._settings = LogSettings()
+        self._redact: Callable[..., Any] | None = None
+        self._model_ids: dict[int, int] = {}
+        self._hooked: int | None = None
+        self._last_warning = 0.0
+        #: Rows dropped (buffer full), rows lost to failed writes, rows written, here.
+        self.dropped = 0
+        self.failed = 0
+        self.written = 0
+
+    # -- the request path -----------------------------------------------------------------
+
+    def offer(
+        self,
+        loaded: LoadedModel,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        seconds: float,
+        protocol: str,
+        request_id: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Keep one answered request, if its model's rate samples it and the buffer has room."""
+        rate = loaded.log_rate
+        if rate < 1.0 and random.random() >= rate:  # noqa: S311 - sampling, not secrecy
+            return
+        if self._pid != os.getpid():
+            self.start()
+        buffer = self._buffer
+        if len(buffer) >= self._settings.buffer_size:
+            self._count_drop(loaded.name, "full", 1)
+            return
+        buffer.append(
+            (
+                time.time(),
+                loaded.name,
+                loaded.version_id,
+                protocol,
+                inputs,
+                outputs,
+                seconds,
+                request_id,
+                key,
+            )
+        )
+        if len(buffer) >= self._settings.flush_rows:
+            self._wake.set()
+
+    def _count_drop(self, model: str, reason: str, count: int) -> None:
+        with self._lock:
+            if reason == "full":
+                self.dropped += count
+            else:
+                self.failed += count
+        DROPPED.labels(model, reason).inc(count)
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._buffer)
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def start(self, *, thread: bool = True) -> None:
+        """Read the settings and start this process's writer thread (once per PID).
+
+        ``thread=False`` (tests, benchmarks) buffers without a thread: :meth:`flush` writes.
+        """
+        pid = os.getpid()
+        with self._lock:
+            if self._pid == pid:
+                return
+            self._settings = log_settings()
+            redact = self._settings.redact
+            self._redact = import_string(redact) if redact else None
+            if thread:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run,
+                    args=(self._stop, self._settings.flush_interval),
+                    name=f"mlapp-prediction-log-{pid}",
+                    daemon=True,
+                )
+                self._thread.start()
+                if self._hooked != pid:
+                    self._hooked = pid
+                    atexit.register(self.close)
+                    # A multiprocessing child (a granian worker) ends without atexit.
+                    multiprocessing.util.Finalize(None, self.close, exitpriority=100)
+            self._pid = pid
+
+    def _run(self, stop: threading.Event, interval: float) -> None:
+        try:
+            while not stop.is_set():
+                self._wake.wait(interval)
+                self._wake.clear()
+                self.flush()
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Stop the thread and write what is buffered; returns the rows written now.
+
+        Runs at a graceful exit; a later offer starts a new thread.
+        """
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._pid = None
+        self._stop.set()
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        written = self.flush()
+        self._model_ids = {}
+        return written
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write the buffered rows now, ``FLUSH_ROWS`` per insert; returns how many.
+
+        A failed insert drops its rows (counted, logged at most once a minute); the rows
+        behind it wait for the next flush.
+        """
+        written = 0
+        with self._flush_lock:
+            while self._buffer:
+                batch: list[Entry] = []
+                while self._buffer and len(batch) < self._settings.flush_rows:
+                    batch.append(self._buffer.popleft())
+                try:
+                    rows = [row for row in map(self._row, batch) if row is not None]
+                    PredictionLog.objects.bulk_create(rows)
+                except Exception:
+                    self._failed(batch)
+                    break
+                written += len(rows)
+        if written:
+            with self._lock:
+                self.written += written
+            WRITTEN.inc(written)
+        return written
+
+    def _failed(self, batch: list[Entry]) -> None:
+        self._count_drop(batch[0][1], "error", len(batch))
+        now = time.monotonic()
+        if now - self._last_warning > 60:
+            self._last_warning = now
+            logger.warning("mlapp: writing %d logged predictions failed", len(batch), exc_info=True)
+        for connection in connections.all(initialized_only=True):
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+
+    def _model_id(self, version_id: int) -> int | None:
+        found = self._model_ids.get(version_id)
+        if found is None:
+            found = (
+                ModelVersion.objects.filter(pk=version_id)
+                .values_list("model_id", flat=True)
+                .first()
+            )
+            if found is not None:
+                self._model_ids[version_id] = found
+        return found
+
+    def _row(self, entry: Entry) -> PredictionLog | None:
+        created, name, version_id, protocol, inputs, outputs, seconds, request_id, key = entry
+        model_id = self._model_id(version_id)
+        if model_id is None:  # the version was deleted meanwhile
+            self._count_drop(name, "error", 1)
+            return None
+        encoded_in, encoded_out = encode(inputs), encode(outputs)
+        if self._redact is not None:
+            encoded_in, encoded_out = self._redact(name, encoded_in, encoded_out)
+        limit = self._settings.max_payload_bytes
+        truncated = False
+        if len(orjson.dumps(encoded_in)) > limit:
+            encoded_in, truncated = {"shapes": shapes(inputs)}, True
+        if len(orjson.dumps(encoded_out)) > limit:
+            encoded_out, truncated = {"shapes": shapes(outputs)}, True
+        return PredictionLog(
+            model_id=model_id,
+            version_id=version_id,
+            request_id=str(request_id)[:64] if request_id else uuid.uuid4().hex,
+            key=str(key)[:255] if key else "",
+            protocol=protocol,
+            inputs=encoded_in,
+            outputs=encoded_out,
+            truncated=truncated,
+            latency_ms=seconds * 1000,
+            created_at=datetime.fromtimestamp(created, UTC),
+        )
+
+
+#: The prediction log's writer of this process.
+recorder = PredictionRecorder()
