@@ -234,7 +234,8 @@ class PredictionLog(models.Model):
     (:mod:`mlapp.serving.predlog`), for the requests its model samples.
     """
 
-    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="+")
+    # Its own index would duplicate the (model, ...) ones: every index costs each insert.
+    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="+", db_index=False)
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
     #: The caller's request id (``X-Request-ID``), or one made up for the row.
     request_id = models.CharField(max_length=64)
@@ -246,7 +247,7 @@ class PredictionLog(models.Model):
     #: Inputs or outputs over ``MAX_PAYLOAD_BYTES``, stored as their shapes only.
     truncated = models.BooleanField(default=False)
     latency_ms = models.FloatField()
-    created_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 from io import StringIO
@@ -85,7 +86,7 @@ def test_a_request_without_an_id_gets_one_made_up(affine, log):
     log.flush()
     ids = set(PredictionLog.objects.values_list("request_id", flat=True))
     assert len(ids) == 2
-    assert all(len(i) == 32 for i in ids)
+    assert all(f"-{os.getpid():x}-" in i for i in ids)
 
 
 def test_the_sampling_rate_keeps_about_that_share(affine, log):

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Max
 from django.utils import timezone
 
-from mlapp.models import BatchJob, BatchPrediction, PredictionLog
+from mlapp.models import BatchJob, BatchPrediction, MLModel, PredictionLog
 
 
 class Command(BaseCommand):
@@ -71,8 +71,11 @@ class Command(BaseCommand):
         )
         log_days = options["days"] if options["log_days"] is None else options["log_days"]
         log_cutoff = timezone.now() - timedelta(days=log_days)
-        logged = PredictionLog.objects.filter(created_at__lt=log_cutoff)
-        count = logged.count() if options["dry_run"] else logged.delete()[0]
+        count = 0
+        # Model by model: the log is indexed on (model, created_at).
+        for model_id in MLModel.objects.values_list("pk", flat=True):
+            logged = PredictionLog.objects.filter(model_id=model_id, created_at__lt=log_cutoff)
+            count += logged.count() if options["dry_run"] else logged.delete()[0]
         self.stdout.write(
             f"{verb} {count} logged prediction(s) from before {log_cutoff:%Y-%m-%d %H:%M} UTC."
         )
