@@ -260,3 +260,30 @@ class PredictionLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} request {self.request_id}"
+
+
+class Feedback(models.Model):
+    """The ground truth of one request or item, attached after the prediction.
+
+    ``key`` is what the prediction was logged or stored under: the request id or the caller's
+    key of a logged request, or the key of a batch prediction. One value per model and key
+    (sending it again replaces it).
+    """
+
+    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    #: The true value: a label, a number, or a list of them (one per row of the request).
+    value = models.JSONField(encoder=FastJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "key"], name="mlapp_feedback_model_key"),
+        ]
+        verbose_name = _("feedback")
+        verbose_name_plural = _("feedback")
+
+    def __str__(self) -> str:
+        return f"{self.model_id}:{self.key}"

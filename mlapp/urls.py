@@ -52,6 +52,8 @@ urlpatterns = [
         name="model-monitoring",
     ),
     path("models/<slug:name>/log/", views.PredictionLogView.as_view(), name="prediction-log"),
+    path("models/<slug:name>/feedback", views.FeedbackView.as_view(), name="feedback"),
+    path("models/<slug:name>/accuracy", views.LiveMetricView.as_view(), name="live-metric"),
     path("models/<slug:name>/versions/", views.VersionListView.as_view(), name="version-list"),
     path(f"{version}/", views.VersionDetailView.as_view(), name="version-detail"),
     path(f"{version}/artifact", views.ArtifactView.as_view(), name="version-artifact"),

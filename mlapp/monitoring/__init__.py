@@ -15,6 +15,22 @@ from django.db import transaction
 
 from mlapp.exceptions import InvalidInput
 from mlapp.models import MLModel
+from mlapp.monitoring.feedback import (
+    feedback_from_csv,
+    feedback_from_queryset,
+    joined,
+    live_metric,
+    record_feedback,
+)
+
+__all__ = [
+    "configure",
+    "feedback_from_csv",
+    "feedback_from_queryset",
+    "joined",
+    "live_metric",
+    "record_feedback",
+]
 
 
 def configure(model: MLModel, changes: dict[str, Any]) -> MLModel:

@@ -38,3 +38,38 @@ class PredictionLogSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class FeedbackItemSerializer(serializers.Serializer):
+    key = serializers.CharField(
+        max_length=255, help_text="A request id, a caller's key, or a batch key."
+    )
+    value = serializers.JSONField(help_text="The truth: a label, a number, or one per row.")
+
+
+class FeedbackSerializer(serializers.Serializer):
+    """One item (``key``, ``value``), many (``items``), or a CSV ``file`` (key, value)."""
+
+    key = serializers.CharField(max_length=255, required=False)
+    value = serializers.JSONField(required=False)
+    items = FeedbackItemSerializer(many=True, required=False)
+    file = serializers.FileField(required=False, help_text="A CSV with key and value columns.")
+
+
+class FeedbackResultSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    stored = serializers.IntegerField()
+
+
+class MetricPointSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    period = serializers.DateTimeField()
+    count = serializers.IntegerField()
+    value = serializers.FloatField()
+
+
+class LiveMetricSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    metric = serializers.CharField(help_text="accuracy, or mae for a regression.")
+    bucket = serializers.CharField()
+    points = MetricPointSerializer(many=True)

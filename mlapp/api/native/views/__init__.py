@@ -15,7 +15,12 @@ from mlapp.api.native.views.jobs import (
     JobResumeView,
 )
 from mlapp.api.native.views.models import ModelDetailView, ModelListView, RollbackView
-from mlapp.api.native.views.monitoring import MonitoringConfigView, PredictionLogView
+from mlapp.api.native.views.monitoring import (
+    FeedbackView,
+    LiveMetricView,
+    MonitoringConfigView,
+    PredictionLogView,
+)
 from mlapp.api.native.views.predict import PredictView
 from mlapp.api.native.views.predictions import StoredPredictionView
 from mlapp.api.native.views.root import ApiRootView
@@ -31,12 +36,14 @@ __all__ = [
     "ApiRootView",
     "ArchiveView",
     "ArtifactView",
+    "FeedbackView",
     "JobCancelView",
     "JobDetailView",
     "JobDownloadView",
     "JobListView",
     "JobPredictionsView",
     "JobResumeView",
+    "LiveMetricView",
     "ModelDetailView",
     "ModelListView",
     "MonitoringConfigView",

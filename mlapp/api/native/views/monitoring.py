@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -13,12 +19,17 @@ from mlapp.api.native.base import MLAppGenericView, MLAppListView, get_model, va
 from mlapp.api.native.filters import FilterBackend, PredictionLogFilter
 from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.monitoring import (
+    FeedbackResultSerializer,
+    FeedbackSerializer,
+    LiveMetricSerializer,
     MonitoringConfigSerializer,
     PredictionLogSerializer,
 )
 from mlapp.api.permissions import MANAGE
+from mlapp.exceptions import InvalidInput
 from mlapp.models import MLModel, PredictionLog
-from mlapp.monitoring import configure
+from mlapp.monitoring import configure, feedback_from_csv, live_metric, record_feedback
+from mlapp.monitoring.feedback import BUCKETS
 from mlapp.serving.monitorconf import model_monitoring
 
 
@@ -78,3 +89,77 @@ class PredictionLogView(MLAppListView):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         get_model(kwargs["name"])
         return super().list(request, *args, **kwargs)
+
+
+@extend_schema(
+    tags=["monitoring"],
+    summary="Attach ground truth to predictions by request id or key",
+    request={
+        "application/json": FeedbackSerializer,
+        "multipart/form-data": FeedbackSerializer,
+    },
+    responses={200: FeedbackResultSerializer, 400: docs.ERROR, 404: docs.ERROR},
+)
+class FeedbackView(MLAppGenericView):
+    """``{"key": "order-17", "value": "setosa"}``, ``{"items": [...]}`` or a CSV ``file``."""
+
+    read_access = write_access = MANAGE
+    serializer_class = FeedbackSerializer
+    parser_classes = [JSONParser, MultiPartParser]
+
+    def post(self, request: Request, name: str) -> Response:
+        model = get_model(name)
+        data = validated(FeedbackSerializer(data=request.data))
+        if data.get("file") is not None:
+            stored = feedback_from_csv(model, data["file"])
+        elif data.get("items"):
+            stored = record_feedback(model, [(i["key"], i["value"]) for i in data["items"]])
+        elif "key" in data and data.get("value") is not None:
+            stored = record_feedback(model, [(data["key"], data["value"])])
+        else:
+            raise InvalidInput('Send {"key": ..., "value": ...}, {"items": [...]} or a CSV file.')
+        return Response({"model": name, "stored": stored})
+
+
+@extend_schema(
+    tags=["monitoring"],
+    parameters=[
+        OpenApiParameter("bucket", str, enum=list(BUCKETS), description="Period (default day)."),
+        OpenApiParameter("since", OpenApiTypes.DATETIME, description="From (ISO 8601)."),
+        OpenApiParameter("until", OpenApiTypes.DATETIME, description="Before (ISO 8601)."),
+    ],
+    responses={200: LiveMetricSerializer, 400: docs.ERROR, 404: docs.ERROR},
+)
+class LiveMetricView(MLAppGenericView):
+    """Accuracy (mean absolute error for a regression) per version and period, from the
+    logged and batch predictions that have feedback."""
+
+    serializer_class = LiveMetricSerializer
+
+    def get(self, request: Request, name: str) -> Response:
+        model = get_model(name)
+        bucket = request.query_params.get("bucket", "day")
+        metric, points = live_metric(
+            model,
+            bucket=bucket,
+            since=_when(request, "since"),
+            until=_when(request, "until"),
+        )
+        return Response(
+            {
+                "model": name,
+                "metric": metric,
+                "bucket": bucket,
+                "points": [dataclasses.asdict(p) for p in points],
+            }
+        )
+
+
+def _when(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    found = parse_datetime(raw)
+    if found is None:
+        raise InvalidInput(f"{name} must be an ISO 8601 date and time, not {raw!r}.")
+    return found if timezone.is_aware(found) else timezone.make_aware(found, UTC)
