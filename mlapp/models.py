@@ -287,3 +287,55 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id}:{self.key}"
+
+
+class DriftReference(models.Model):
+    """What a version's inputs and outputs looked like when it was known to be right.
+
+    ``profile`` summarises the sample (:func:`mlapp.monitoring.stats.profile`): quantile bins
+    and a sorted sub-sample per numeric feature, lengths and vocabulary per text input,
+    predicted class shares, output statistics.
+    """
+
+    class Source(models.TextChoices):
+        LOG = "log", _("first logged requests")
+        FILE = "file", _("a file")
+        SAMPLE = "sample", _("a sample given in code")
+
+    version = models.OneToOneField(
+        ModelVersion, on_delete=models.CASCADE, related_name="drift_reference"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    rows = models.PositiveIntegerField()
+    profile = models.JSONField(encoder=FastJSONEncoder)
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("drift reference")
+
+    def __str__(self) -> str:
+        return f"reference of {self.version}"
+
+
+class DriftReport(models.Model):
+    """The drift of one version's logged requests over a window, against its reference."""
+
+    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    rows = models.PositiveIntegerField()
+    #: Per measure: features (PSI, KS), text (length PSI, OOV rate), classes, outputs.
+    result = models.JSONField(encoder=FastJSONEncoder)
+    #: What crossed a threshold, one line each.
+    alerts = models.JSONField(default=list)
+    drifted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["model", "created_at"], name="mlapp_drift_model_time")]
+        verbose_name = _("drift report")
+
+    def __str__(self) -> str:
+        return f"drift of {self.version_id} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -54,6 +54,7 @@ urlpatterns = [
     path("models/<slug:name>/log/", views.PredictionLogView.as_view(), name="prediction-log"),
     path("models/<slug:name>/feedback", views.FeedbackView.as_view(), name="feedback"),
     path("models/<slug:name>/accuracy", views.LiveMetricView.as_view(), name="live-metric"),
+    path("models/<slug:name>/drift/", views.DriftReportListView.as_view(), name="drift-reports"),
     path("models/<slug:name>/versions/", views.VersionListView.as_view(), name="version-list"),
     path(f"{version}/", views.VersionDetailView.as_view(), name="version-detail"),
     path(f"{version}/artifact", views.ArtifactView.as_view(), name="version-artifact"),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import django_filters
 from django_filters.rest_framework import DjangoFilterBackend
 
-from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion, PredictionLog
+from mlapp.models import (
+    BatchJob,
+    BatchPrediction,
+    DriftReport,
+    MLModel,
+    ModelVersion,
+    PredictionLog,
+)
 
 
 class FilterBackend(DjangoFilterBackend):
@@ -66,3 +73,15 @@ class PredictionLogFilter(django_filters.FilterSet):
     class Meta:
         model = PredictionLog
         fields = ["version", "key", "request_id", "protocol", "since", "until"]
+
+
+class DriftReportFilter(django_filters.FilterSet):
+    version = django_filters.NumberFilter(field_name="version__version", help_text="Version.")
+    drifted = django_filters.BooleanFilter(help_text="Only reports that crossed a threshold.")
+    since = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text="Made at or after (ISO 8601)."
+    )
+
+    class Meta:
+        model = DriftReport
+        fields = ["version", "drifted", "since"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from mlapp.api.native.serializers.common import JSONObjectField
-from mlapp.models import PredictionLog
+from mlapp.models import DriftReport, PredictionLog
 
 
 class MonitoringConfigSerializer(serializers.Serializer):
@@ -73,3 +73,24 @@ class LiveMetricSerializer(serializers.Serializer):
     metric = serializers.CharField(help_text="accuracy, or mae for a regression.")
     bucket = serializers.CharField()
     points = MetricPointSerializer(many=True)
+
+
+class DriftReportSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name", read_only=True)
+    version = serializers.IntegerField(source="version.version", read_only=True)
+
+    class Meta:
+        model = DriftReport
+        fields = [
+            "id",
+            "model",
+            "version",
+            "window_start",
+            "window_end",
+            "rows",
+            "drifted",
+            "alerts",
+            "result",
+            "created_at",
+        ]
+        read_only_fields = fields

@@ -16,6 +16,7 @@ from mlapp.api.native.views.jobs import (
 )
 from mlapp.api.native.views.models import ModelDetailView, ModelListView, RollbackView
 from mlapp.api.native.views.monitoring import (
+    DriftReportListView,
     FeedbackView,
     LiveMetricView,
     MonitoringConfigView,
@@ -36,6 +37,7 @@ __all__ = [
     "ApiRootView",
     "ArchiveView",
     "ArtifactView",
+    "DriftReportListView",
     "FeedbackView",
     "JobCancelView",
     "JobDetailView",

@@ -16,9 +16,10 @@ from rest_framework.response import Response
 
 from mlapp.api.native import schema_docs as docs
 from mlapp.api.native.base import MLAppGenericView, MLAppListView, get_model, validated
-from mlapp.api.native.filters import FilterBackend, PredictionLogFilter
+from mlapp.api.native.filters import DriftReportFilter, FilterBackend, PredictionLogFilter
 from mlapp.api.native.schema_docs import extend_schema, extend_schema_view
 from mlapp.api.native.serializers.monitoring import (
+    DriftReportSerializer,
     FeedbackResultSerializer,
     FeedbackSerializer,
     LiveMetricSerializer,
@@ -27,7 +28,7 @@ from mlapp.api.native.serializers.monitoring import (
 )
 from mlapp.api.permissions import MANAGE
 from mlapp.exceptions import InvalidInput
-from mlapp.models import MLModel, PredictionLog
+from mlapp.models import DriftReport, MLModel, PredictionLog
 from mlapp.monitoring import configure, feedback_from_csv, live_metric, record_feedback
 from mlapp.monitoring.feedback import BUCKETS
 from mlapp.serving.monitorconf import model_monitoring
@@ -163,3 +164,23 @@ def _when(request: Request, name: str) -> datetime | None:
     if found is None:
         raise InvalidInput(f"{name} must be an ISO 8601 date and time, not {raw!r}.")
     return found if timezone.is_aware(found) else timezone.make_aware(found, UTC)
+
+
+@extend_schema(tags=["monitoring"], responses={200: DriftReportSerializer, 404: docs.ERROR})
+class DriftReportListView(MLAppListView):
+    """The drift reports of a model, newest first (filter by version, drifted, time)."""
+
+    serializer_class = DriftReportSerializer
+    filter_backends = [FilterBackend]
+    filterset_class = DriftReportFilter
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return DriftReport.objects.none()
+        return DriftReport.objects.select_related("model", "version").filter(
+            model__name=self.kwargs["name"]
+        )
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        get_model(kwargs["name"])
+        return super().list(request, *args, **kwargs)
