@@ -18,6 +18,7 @@ workers end through ``multiprocessing``, which skips ``atexit``).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
 import multiprocessing.util
@@ -26,7 +27,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,7 @@ class PredictionRecorder:
         self._id_prefix = f"{int(time.time() * 1000):x}-{os.getpid():x}-"
         self._ids = itertools.count(1)
         self._last_warning = 0.0
+        self._local = threading.local()
         #: Rows dropped (buffer full), rows lost to failed writes, rows written, here.
         self.dropped = 0
         self.failed = 0
@@ -134,6 +136,8 @@ class PredictionRecorder:
         """Keep one answered request, if its model's rate samples it and the buffer has room."""
         rate = loaded.log_rate
         if rate < 1.0 and random.random() >= rate:  # noqa: S311 - sampling, not secrecy
+            return
+        if getattr(self._local, "suspended", False):
             return
         if self._pid != os.getpid():
             self.start()
@@ -156,6 +160,16 @@ class PredictionRecorder:
         )
         if len(buffer) >= self._settings.flush_rows and not self._wake.is_set():
             self._wake.set()
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Log nothing this thread predicts meanwhile (batch jobs: their predictions are
+        stored as BatchPrediction rows already)."""
+        self._local.suspended = True
+        try:
+            yield
+        finally:
+            self._local.suspended = False
 
     def _count_drop(self, model: str, reason: str, count: int) -> None:
         with self._lock:

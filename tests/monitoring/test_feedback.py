@@ -184,3 +184,12 @@ def test_the_api_answers_live_accuracy_per_version(iris, log, staff):
     bad = APIClient().get("/api/mlapp/models/iris/accuracy", {"bucket": "week"})
     assert bad.status_code == 400
     assert APIClient().get("/api/mlapp/models/iris/accuracy", {"since": "x"}).status_code == 400
+
+
+def test_batch_jobs_are_not_written_to_the_log_too(iris, log):
+    load_flowers()
+    job, plan = batch.prepare_job("iris", source="flowers")
+    runner.run_job(job.pk, plan.chunks, max_retries=0, retry_delay=0)
+    assert log.pending == 0  # their predictions are BatchPrediction rows
+    mlapp.predict("iris", [[5.1, 3.5, 1.4, 0.2]])
+    assert log.pending == 1
