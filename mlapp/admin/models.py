@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -23,6 +24,7 @@ from mlapp.admin.display import (
     version_link,
 )
 from mlapp.admin.forms import MLModelForm
+from mlapp.admin.monitoring import monitoring_page
 from mlapp.admin.stages import ROLL_BACK
 from mlapp.admin.versions import delete_files_on_commit
 from mlapp.models import BatchJob, MLModel, ModelVersion
@@ -102,7 +104,7 @@ class MLModelAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: MLModel | None = None) -> Any:
         fieldsets: list[Any] = [
-            (None, {"fields": ["name", "description", "task", "handler", "serving"]}),
+            (None, {"fields": ["name", "description", "task", "handler", "serving", "monitoring"]}),
         ]
         if obj is not None:
             fieldsets.append((_("Activity"), {"fields": self.activity_fields}))
@@ -232,8 +234,29 @@ class MLModelAdmin(admin.ModelAdmin):
             path(
                 "<path:object_id>/rollback/", view(self.rollback_view), name="mlapp_model_rollback"
             ),
+            path(
+                "<path:object_id>/monitoring/",
+                view(self.monitoring_view),
+                name="mlapp_model_monitoring",
+            ),
             *super().get_urls(),
         ]
+
+    def monitoring_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The model's monitoring page: logged traffic, live accuracy, drift, last requests."""
+        model = self.get_object(request, object_id)
+        if model is None:
+            raise Http404(_("No such model."))
+        if not self.has_view_permission(request, model):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "model": model,
+            "title": _("Monitoring of %(name)s") % {"name": model.name},
+            **monitoring_page(model),
+        }
+        return TemplateResponse(request, "admin/mlapp/mlmodel/monitoring.html", context)
 
     def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         model = self.get_object(request, object_id)
