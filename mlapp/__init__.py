@@ -17,8 +17,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def predict(name: str, inputs: Any, *, version: int | None = None) -> Prediction:
+def predict(
+    name: str, inputs: Any, *, version: int | None = None, sticky: Any = None
+) -> Prediction:
     """Run model ``name`` (its production version, or ``version``) on ``inputs``.
+
+    Without a version, the model's traffic policy applies (a canary may answer); ``sticky``
+    is the caller's key when the policy is sticky (by a field, a header or the user: the
+    same ``sticky`` always meets the same version).
 
     ``inputs`` maps input names to nested lists or arrays (a bare value for a model with one
     input). Returns a :class:`mlapp.serving.service.Prediction` naming the version that answered.
@@ -27,5 +33,7 @@ def predict(name: str, inputs: Any, *, version: int | None = None) -> Prediction
     # Imported here so that ``import mlapp`` works before Django's app registry is ready.
     from mlapp.serving.inputs import named
     from mlapp.serving.service import service
+    from mlapp.serving.traffic import Caller
 
-    return service.predict(name, named(inputs), version=version)
+    caller = None if sticky is None else Caller.of_key(sticky)
+    return service.predict(name, named(inputs), version=version, caller=caller)

@@ -36,6 +36,7 @@ from mlapp.exceptions import (
 )
 from mlapp.runtimes.tensors import Signature
 from mlapp.serving.service import service
+from mlapp.serving.traffic import Caller
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -300,7 +301,8 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
     decoder = _Decoder(
         _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     )
-    prediction = service.predict(name, decoder, version=number, protocol="v2")
+    caller = Caller(request.headers, lambda: getattr(request, "user", None))
+    prediction = service.predict(name, decoder, version=number, protocol="v2", caller=caller)
     # Both set by service.predict: the decoder ran, and the answer carries its signature.
     assert decoder.request is not None
     assert prediction.signature is not None
