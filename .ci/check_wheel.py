@@ -11,6 +11,7 @@ REQUIRED = [
     "mlapp/site_urls.py",
     "mlapp/templates/mlapp/api/filter_form.html",
     "mlapp/templates/admin/mlapp/stage_confirmation.html",
+    "mlapp/templates/admin/mlapp/mlmodel/traffic_confirmation.html",
     "mlapp/templates/mlapp/api/redoc.html",
     "mlapp/static/mlapp/admin.css",
 ]

@@ -46,6 +46,17 @@ urlpatterns = [
         views.StoredPredictionView.as_view(),
         name="prediction-by-key",
     ),
+    path("models/<slug:name>/traffic", views.TrafficView.as_view(), name="model-traffic"),
+    path(
+        "models/<slug:name>/traffic/promote-canary",
+        views.PromoteCanaryView.as_view(),
+        name="traffic-promote-canary",
+    ),
+    path(
+        "models/<slug:name>/traffic/end",
+        views.EndExperimentView.as_view(),
+        name="traffic-end",
+    ),
     path("models/<slug:name>/versions/", views.VersionListView.as_view(), name="version-list"),
     path(f"{version}/", views.VersionDetailView.as_view(), name="version-detail"),
     path(f"{version}/artifact", views.ArtifactView.as_view(), name="version-artifact"),

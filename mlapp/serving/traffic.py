@@ -578,3 +578,48 @@ def roll_back_canary(name: str, canary: int, reason: str, user: Any = None) -> b
         announce(name)  # update() sends no post_save
     logger.warning("mlapp: canary %s v%s rolled back: %s", name, canary, reason)
     return True
+
+
+@dataclass(frozen=True)
+class VersionTraffic:
+    """What one version answered over a window, in all processes together."""
+
+    version: int
+    requests: int
+    errors: int
+    mean_ms: float
+    p99_ms: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+def traffic_summary(name: str, seconds: int = 600) -> list[VersionTraffic]:
+    """Each version's requests, errors and latency over the last ``seconds`` (counted while
+    the model had a policy), newest version first."""
+    since = int((time.time() - seconds) // BUCKET_SECONDS) * BUCKET_SECONDS
+    numbers = sorted(
+        set(
+            TrafficWindow.objects.filter(model_name=name, bucket__gte=since).values_list(
+                "version", flat=True
+            )
+        ),
+        reverse=True,
+    )
+    totals = window_totals(name, numbers, seconds)
+    return [
+        VersionTraffic(
+            number,
+            c.requests,
+            c.errors,
+            1000 * c.seconds / c.requests if c.requests else 0.0,
+            1000 * p99(c.latency) if c.requests else 0.0,
+        )
+        for number, c in totals.items()
+    ]
+
+
+def shadow_summary(name: str) -> list[ShadowComparison]:
+    """The running comparisons of ``name``'s shadow versions, most recent first."""
+    return list(ShadowComparison.objects.filter(model_name=name).order_by("-updated_at"))

@@ -18,6 +18,7 @@ from mlapp.api.native.views.models import ModelDetailView, ModelListView, Rollba
 from mlapp.api.native.views.predict import PredictView
 from mlapp.api.native.views.predictions import StoredPredictionView
 from mlapp.api.native.views.root import ApiRootView
+from mlapp.api.native.views.traffic import EndExperimentView, PromoteCanaryView, TrafficView
 from mlapp.api.native.views.versions import (
     ArchiveView,
     ArtifactView,
@@ -30,6 +31,7 @@ __all__ = [
     "ApiRootView",
     "ArchiveView",
     "ArtifactView",
+    "EndExperimentView",
     "JobCancelView",
     "JobDetailView",
     "JobDownloadView",
@@ -39,9 +41,11 @@ __all__ = [
     "ModelDetailView",
     "ModelListView",
     "PredictView",
+    "PromoteCanaryView",
     "PromoteView",
     "RollbackView",
     "StoredPredictionView",
+    "TrafficView",
     "VersionDetailView",
     "VersionListView",
 ]
