@@ -26,6 +26,7 @@ With a policy:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -61,6 +62,8 @@ LATENCY_BOUNDS: tuple[float, ...] = (
 )  # fmt: skip
 #: Copies waiting for the shadow; more are dropped (and counted) rather than queued.
 SHADOW_QUEUE_SIZE = 256
+#: Niceness of the shadow's thread (Linux): its CPU goes to requests first.
+SHADOW_NICENESS = 10
 #: Hash slots of sticky assignment: weights have a resolution of 0.01 %.
 SLOTS = 10_000
 
@@ -405,6 +408,9 @@ class Traffic:
 
     def _shadow_loop(self) -> None:
         shadow_queue = self._shadow_queue
+        # Linux schedules threads on their own: the shadow yields the CPU to requests.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICENESS)
         while not self._stop.is_set():
             try:
                 job = shadow_queue.get(timeout=1.0)
