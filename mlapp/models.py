@@ -256,7 +256,7 @@ class TrafficPolicy(models.Model):
                     "this. Empty: never on latency."),
     )  # fmt: skip
     rollback_window = models.PositiveIntegerField(
-        default=60, help_text=_("Seconds of traffic the rollback looks at.")
+        default=60, help_text=_("Seconds of traffic the rollback looks at (5-3600).")
     )
     rollback_min_requests = models.PositiveIntegerField(
         default=50, help_text=_("Canary requests in the window before a rollback is decided.")
@@ -292,6 +292,8 @@ class TrafficPolicy(models.Model):
             errors["sticky"] = _('"header:<name>", "user" or "field:<name>".')
         if self.rollback_error_rate is not None and not 0 <= self.rollback_error_rate <= 1:
             errors["rollback_error_rate"] = _("A fraction: between 0 and 1.")
+        if not 5 <= self.rollback_window <= 3600:
+            errors["rollback_window"] = _("Between 5 and 3600 seconds.")
         if self.rollback_p99_ratio is not None and self.rollback_p99_ratio < 1:
             errors["rollback_p99_ratio"] = _("At least 1 (the canary's p99 over production's).")
         if errors:

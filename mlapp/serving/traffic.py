@@ -60,6 +60,11 @@ BUCKET_SECONDS = 5
 LATENCY_BOUNDS: tuple[float, ...] = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, math.inf,
 )  # fmt: skip
+#: Counters older than this are deleted (by whichever process writes): the admin page shows
+#: ten minutes, a rollback window should stay under this.
+RETENTION_SECONDS = 3600
+#: Routes remembered by a process that reads them on first use (names that clients sent).
+MAX_ROUTES = 1000
 #: Copies waiting for the shadow; more are dropped (and counted) rather than queued.
 SHADOW_QUEUE_SIZE = 256
 #: Niceness of the shadow's thread (Linux): its CPU goes to requests first.
@@ -281,6 +286,7 @@ class Traffic:
         self._threads_pid: int | None = None
         self._stop = threading.Event()
         self.process = f"{socket.gethostname()}:{os.getpid()}"
+        self._purged = 0.0
         registry.listeners.append(self.forget)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork)
@@ -300,6 +306,10 @@ class Traffic:
         try:
             return self._routes[name]
         except KeyError:
+            if self.registry.startup_done:
+                # Read at startup and after each change: a name not known here (a model
+                # that does not exist, or did not load) has no route, and costs no query.
+                return None
             return self._load(name)
 
     def _load(self, name: str) -> Route | None:
@@ -312,6 +322,8 @@ class Traffic:
         route = route_of(policy) if policy is not None else None
         with self._lock:
             if generation == self._generation:
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.clear()  # names clients made up must not grow it forever
                 self._routes[name] = route
         if route is not None:
             self._started(route)
@@ -468,7 +480,12 @@ class Traffic:
                 connections.close_all()
 
     def flush(self) -> None:
-        """Write this process's counters into the shared tables."""
+        """Write this process's counters into the shared tables (and, once a minute, delete
+        everyone's counters older than RETENTION_SECONDS)."""
+        now = time.time()
+        if now - self._purged > 60:
+            self._purged = now
+            TrafficWindow.objects.filter(bucket__lt=now - RETENTION_SECONDS).delete()
         with self._lock:
             counts, self._counts = self._counts, {}
             comparisons, self._comparisons = self._comparisons, {}

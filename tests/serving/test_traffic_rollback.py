@@ -108,3 +108,21 @@ def test_a_process_rolls_back_from_its_own_counters_and_production_answers(canar
     assert service.traffic.check_rollbacks() == ["affine"]
     service.traffic.forget("affine")  # the change's on_commit does it outside a test
     assert {service.predict("affine", named([[1, 2, 3]])).version for _ in range(30)} == {1}
+
+
+def test_counters_past_the_retention_are_deleted_by_the_next_write(canary, monkeypatch):
+    from mlapp.serving import traffic as traffic_module
+
+    _counts("web-1:10", 1, 10, 0)
+    TrafficWindow.objects.create(
+        process="gone:1",
+        model_name="affine",
+        version=1,
+        bucket=int(time.time()) - traffic_module.RETENTION_SECONDS - 60,
+        requests=5,
+    )
+    monkeypatch.setattr(service.traffic, "_purged", 0.0)
+    service.traffic.flush()
+    processes = set(TrafficWindow.objects.values_list("process", flat=True))
+    assert "web-1:10" in processes
+    assert "gone:1" not in processes
