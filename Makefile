@@ -8,7 +8,7 @@ GRPC_PORT ?= 8001
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-grpc bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-grpc bench-traffic bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -70,6 +70,12 @@ bench-grpc: install kserve-venv
 # PostgreSQL is not running, a failure under CI=true).
 # Batch throughput on PostgreSQL + Redis with 1 and 2 Celery workers (docs/batch.md), and the
 # cost of a lookup by key at 1 M stored predictions. Each drops and creates its own database.
+# The cost of a traffic policy (a 10 % canary; a shadow copy of every request) against none,
+# same run, same core.
+bench-traffic: install
+	$(BIN)/python bench/run.py --cases iris,minilm --batching off --no-kserve --no-memory \
+		--policies none,canary,canary+shadow $(BENCH_ARGS)
+
 bench-batch: install
 	$(BIN)/python bench/batch.py
 

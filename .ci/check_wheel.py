@@ -12,6 +12,7 @@ REQUIRED = [
     "mlapp/templates/mlapp/api/filter_form.html",
     "mlapp/templates/admin/mlapp/stage_confirmation.html",
     "mlapp/templates/admin/mlapp/mlmodel/monitoring.html",
+    "mlapp/templates/admin/mlapp/mlmodel/traffic_confirmation.html",
     "mlapp/templates/mlapp/api/redoc.html",
     "mlapp/static/mlapp/admin.css",
     "mlapp/api/grpc/open_inference_grpc.proto",

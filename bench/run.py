@@ -12,6 +12,7 @@ conditions) and the rows the log's writer inserts per second on SQLite and Postg
 
     make bench                       # the whole run (about 7 minutes)
     make bench BENCH_ARGS=--quick    # c=1 and 32, one run per cell (about 2 minutes)
+    make bench-traffic               # iris and minilm with a canary, + a shadow, and neither
     .venv/bin/python bench/run.py --help
 """
 
@@ -264,6 +265,37 @@ def set_batching(var_dir: Path, spec: str) -> None:
     manage(var_dir, "shell", "-c", code)
 
 
+#: Traffic policies a server can run under (``--policies``): a canary answering 10 % of the
+#: requests, and a shadow receiving a copy of all of them; each a copy of the production
+#: artifact registered as another version, so the answers are the same and only the cost of
+#: the policy shows.
+POLICIES = {
+    "none": {},
+    "canary": {"canary_weight": 10},
+    "canary+shadow": {"canary_weight": 10, "shadow_share": 100},
+}
+
+
+def set_policy(var_dir: Path, spec: str) -> None:
+    """Give every model of the database the traffic policy ``spec`` (of POLICIES)."""
+    fields = POLICIES[spec]
+    if not fields:
+        return
+    code = (
+        "from mlapp.models import MLModel, TrafficPolicy\n"
+        "from mlapp.versions.lifecycle import register_version\n"
+        "for m in MLModel.objects.all():\n"
+        "    prod = m.production_version\n"
+        "    if prod is None: continue\n"
+        "    extra = lambda: register_version(m.name, prod.artifact.path)\n"
+        f"    fields = {fields!r}\n"
+        "    if 'canary_weight' in fields: fields['canary'] = extra()\n"
+        "    if 'shadow_share' in fields: fields['shadow'] = extra()\n"
+        "    TrafficPolicy.objects.update_or_create(model=m, defaults=fields)\n"
+    )
+    manage(var_dir, "shell", "-c", code)
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -320,18 +352,22 @@ def start_targets(args, work: Path, core: int, stack: ExitStack) -> list[Server]
     for index, spec in enumerate(args.servers):
         server_name, extra = server_spec(spec)
         for batching in args.batching:
-            var = copy_database(work / "var", work / f"var-{index}-{batching}")
-            set_batching(var, batching)
-            port = free_port()
-            servers.append(
-                Server(
-                    f"mlapp {spec}, batching {batching}",
-                    ["taskset", "-c", str(core), *SERVERS[server_name]],
-                    django_env(var, port, **extra),
-                    port,
-                    work / f"server-{index}-{batching}.log",
+            for policy in args.policies:
+                tag = f"{index}-{batching}-{policy}"
+                var = copy_database(work / "var", work / f"var-{tag}")
+                set_batching(var, batching)
+                set_policy(var, policy)
+                port = free_port()
+                servers.append(
+                    Server(
+                        f"mlapp {spec}, batching {batching}"
+                        + (f", {policy}" if policy != "none" else ""),
+                        ["taskset", "-c", str(core), *SERVERS[server_name]],
+                        django_env(var, port, **extra),
+                        port,
+                        work / f"server-{tag}.log",
+                    )
                 )
-            )
     if not args.no_kserve:
         port = free_port()
         command = [
@@ -552,6 +588,23 @@ def table(args, results: Results) -> str:
         lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
         for row in rows:
             lines.append("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    for target in others:
+        base = target.rsplit(", ", 1)[0]
+        if (
+            base == target
+            or base not in results.targets
+            or not target.endswith(tuple(p for p in POLICIES if p != "none"))
+        ):
+            continue
+        ratios = [
+            f"{name} c={c}: {cell.requests_per_s / b.requests_per_s:.3f} req/s, "
+            f"{cell.cpu_us_per_request / max(b.cpu_us_per_request, 1e-9):.2f} CPU"
+            for name in args.cases
+            for c in args.concurrency
+            if (cell := results.cells.get((target, name, c)))
+            and (b := results.cells.get((base, name, c)))
+        ]
+        lines.append(f"{_short(target)} against {_short(base)}: " + "; ".join(ratios))
     errors = {k: v.errors for k, v in results.cells.items() if v.errors}
     if errors:
         lines.append(f"ERRORS (non-2xx or socket errors): {errors}")
@@ -599,6 +652,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated: on, off, or on@KEY=VALUE@... (a serving batching config, "
         "e.g. on@max_queue_delay_ms=2)",
     )
+    parser.add_argument(
+        "--policies",
+        default="none",
+        help=f"comma-separated traffic policies, of {', '.join(POLICIES)}: a server per "
+        "policy (a 10%% canary; a shadow copy of every request)",
+    )
     parser.add_argument("--no-kserve", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the memory lines")
@@ -631,6 +690,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.log_rates = [float(r) for r in args.log_rates.split(",")] if args.log_rates else []
     if args.log_rates and args.log_rates[0] != 0:
         parser.error("--log-rates must start with 0 (the figures are shares of logging off)")
+    args.policies = args.policies.split(",")
+    if set(args.policies) - set(POLICIES):
+        parser.error(f"unknown polic(ies) {sorted(set(args.policies) - set(POLICIES))}")
     unknown = [s for s in args.servers if server_spec(s)[0] not in SERVERS]
     if unknown:
         parser.error(f"unknown server(s) {unknown}")

@@ -22,10 +22,15 @@ def predict(
     inputs: Any,
     *,
     version: int | None = None,
+    sticky: Any = None,
     key: str | None = None,
     request_id: str | None = None,
 ) -> Prediction:
     """Run model ``name`` (its production version, or ``version``) on ``inputs``.
+
+    Without a version, the model's traffic policy applies (a canary may answer); ``sticky``
+    is the caller's key when the policy is sticky (by a field, a header or the user: the
+    same ``sticky`` always meets the same version).
 
     ``inputs`` maps input names to nested lists or arrays (a bare value for a model with one
     input). Returns a :class:`mlapp.serving.service.Prediction` naming the version that answered.
@@ -36,5 +41,9 @@ def predict(
     # Imported here so that ``import mlapp`` works before Django's app registry is ready.
     from mlapp.serving.inputs import named
     from mlapp.serving.service import service
+    from mlapp.serving.traffic import Caller
 
-    return service.predict(name, named(inputs), version=version, key=key, request_id=request_id)
+    caller = None if sticky is None else Caller.of_key(sticky)
+    return service.predict(
+        name, named(inputs), version=version, caller=caller, key=key, request_id=request_id
+    )

@@ -1,14 +1,16 @@
 """Every serving-relevant change moves the model's change marker, whatever path made it.
 
-A model's stage, handler, serving config or name changing, a production version appearing,
-a version or a model deleted: each moves :class:`~mlapp.models.ChangeMarker` in the same
-transaction (other processes then reload within ``POLL_INTERVAL``), and once the transaction
-commits, :data:`serving_changed` tells this process (the registry listens). The admin, the
-APIs, ``register_model``, the shell and a host project's own code all save through the ORM,
-so none of them has to remember to call anything. Queryset ``update()`` bypasses these
-receivers; mlapp itself uses it only for rows whose change a ``save()`` in the same
-transaction already announces (the archived predecessor of a promoted version). Rows saved
-raw (``loaddata``, deserialized fixtures) announce nothing: their markers come with them.
+A model's stage, handler, serving config, traffic policy or name changing, a production
+version appearing, a version or a model deleted: each moves
+:class:`~mlapp.models.ChangeMarker` in the same transaction (other processes then reload
+within ``POLL_INTERVAL``), and once the transaction commits, :data:`serving_changed` tells
+this process (the registry listens). The admin, the APIs, ``register_model``, the shell and
+a host project's own code all save through the ORM, so none of them has to remember to call
+anything. Queryset ``update()`` bypasses these receivers; mlapp itself uses it only for rows
+whose change a ``save()`` in the same transaction already announces (the archived
+predecessor of a promoted version), or that announce themselves (the automatic rollback of a
+canary). Rows saved raw (``loaddata``, deserialized fixtures) announce nothing: their markers
+come with them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_init, post_save
 from django.dispatch import Signal, receiver
 
-from mlapp.models import ChangeMarker, MLModel, ModelVersion
+from mlapp.models import ChangeMarker, MLModel, ModelVersion, TrafficPolicy
 
 #: Sent once the change is committed, with ``model_name``, in the process that made it.
 serving_changed = Signal()
@@ -83,4 +85,16 @@ def _version_deleted(sender: type, instance: ModelVersion, **kwargs: Any) -> Non
     # Deleted with its model, the model's own receiver announces it (its row may be gone).
     name = MLModel.objects.filter(pk=instance.model_id).values_list("name", flat=True).first()
     if name is not None:
+        announce(name)
+
+
+@receiver(post_save, sender=TrafficPolicy)
+@receiver(post_delete, sender=TrafficPolicy)
+def _policy_changed(
+    sender: type, instance: TrafficPolicy, raw: bool = False, **kwargs: Any
+) -> None:
+    # Every save announces: a policy is saved only when edited, and the reload it causes in
+    # each process is a cheap re-read when the versions did not change.
+    name = MLModel.objects.filter(pk=instance.model_id).values_list("name", flat=True).first()
+    if name is not None and not raw:
         announce(name)

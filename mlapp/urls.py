@@ -55,6 +55,17 @@ urlpatterns = [
     path("models/<slug:name>/feedback", views.FeedbackView.as_view(), name="feedback"),
     path("models/<slug:name>/accuracy", views.LiveMetricView.as_view(), name="live-metric"),
     path("models/<slug:name>/drift/", views.DriftReportListView.as_view(), name="drift-reports"),
+    path("models/<slug:name>/traffic", views.TrafficView.as_view(), name="model-traffic"),
+    path(
+        "models/<slug:name>/traffic/promote-canary",
+        views.PromoteCanaryView.as_view(),
+        name="traffic-promote-canary",
+    ),
+    path(
+        "models/<slug:name>/traffic/end",
+        views.EndExperimentView.as_view(),
+        name="traffic-end",
+    ),
     path("models/<slug:name>/versions/", views.VersionListView.as_view(), name="version-list"),
     path(f"{version}/", views.VersionDetailView.as_view(), name="version-detail"),
     path(f"{version}/artifact", views.ArtifactView.as_view(), name="version-artifact"),

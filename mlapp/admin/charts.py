@@ -228,3 +228,80 @@ def line_chart(
             f'y="{_num(legend_y)}">{escape(name)}</text>'
         )
     return _svg(width, height, label, body, "mlapp-lines")
+
+
+def traffic_chart(
+    versions: Sequence[Any],
+    shadows: Sequence[Any],
+    *,
+    production: int | None,
+    canary: int | None,
+    weight: float,
+    window_s: int,
+) -> SafeString:
+    """One bar per version: its share of the requests (failed ones in red), with its error
+    rate and latency; then one bar per shadow pair: how often the shadow agreed."""
+    row_h, width, label_w = 24, 620, 330
+    bar_w = width - label_w - 8
+    rows = len(versions) + len(shadows)
+    height = row_h * max(rows, 1) + 4
+    total = sum(v.requests for v in versions)
+    body = []
+    if not rows:
+        body.append(
+            f'<text class="mlapp-label" x="4" y="{row_h - 8}">'
+            f"no traffic under a policy in the last {window_s // 60} minutes</text>"
+        )
+    for i, v in enumerate(versions):
+        y = 2 + i * row_h
+        role = (
+            " production" if v.version == production
+            else f" canary {_num(weight)}%" if v.version == canary
+            else ""
+        )  # fmt: skip
+        share = v.requests / total if total else 0.0
+        text = (
+            f"v{v.version}{role}: {v.requests} req ({share:.1%}), "
+            f"{v.error_rate:.1%} err, {_num(v.mean_ms)} ms mean"
+        )
+        p99 = f", p99 ≤ {_num(v.p99_ms)} ms" if v.p99_ms != float("inf") else ", p99 > 10 s"
+        body.append(
+            f'<text class="mlapp-label" x="4" y="{y + row_h - 8}">{escape(text)}</text>'
+            f'<rect class="mlapp-track" x="{label_w}" y="{y + 4}" width="{bar_w}" '
+            f'height="{row_h - 9}" rx="3"/>'
+            f'<rect class="mlapp-done mlapp-status-succeeded" x="{label_w}" y="{y + 4}" '
+            f'width="{_num(bar_w * share)}" height="{row_h - 9}" rx="3">'
+            f"<title>{escape(text + p99)}</title></rect>"
+        )
+        if v.errors and total:
+            failed_w = bar_w * v.errors / total
+            body.append(
+                f'<rect class="mlapp-failed" x="{_num(label_w + bar_w * share - failed_w)}" '
+                f'y="{y + 4}" width="{_num(failed_w)}" height="{row_h - 9}">'
+                f"<title>{v.errors} failed requests</title></rect>"
+            )
+    for j, s in enumerate(shadows):
+        y = 2 + (len(versions) + j) * row_h
+        agreement = s.agreement if s.agreement is not None else s.mean_cosine
+        measure = "labels agree" if s.agreement is not None else "mean cosine"
+        text = f"v{s.shadow} shadowing v{s.answered}: {s.requests} copies"
+        detail = (
+            f"{measure} {agreement:.3f}, max |diff| {s.max_abs_diff:.3g}, {s.errors} errors"
+            if agreement is not None
+            else f"{s.errors} errors"
+        )
+        body.append(
+            f'<text class="mlapp-label" x="4" y="{y + row_h - 8}">{escape(text)}</text>'
+            f'<rect class="mlapp-track" x="{label_w}" y="{y + 4}" width="{bar_w}" '
+            f'height="{row_h - 9}" rx="3"/>'
+            f'<rect class="mlapp-done mlapp-status-running" x="{label_w}" y="{y + 4}" '
+            f'width="{_num(bar_w * max(agreement or 0.0, 0.0))}" height="{row_h - 9}" rx="3">'
+            f"<title>{escape(detail)}</title></rect>"
+            f'<text class="mlapp-label" x="{label_w + 4}" y="{y + row_h - 8}">'
+            f"{escape(detail)}</text>"
+        )
+    label = (
+        f"Traffic of the last {window_s // 60} minutes by version ({total} requests) "
+        f"and the shadow agreement"
+    )
+    return _svg(width, height, label, body, "mlapp-traffic")

@@ -26,6 +26,13 @@ from mlapp.admin.display import (
 from mlapp.admin.forms import MLModelForm
 from mlapp.admin.monitoring import monitoring_page
 from mlapp.admin.stages import ROLL_BACK
+from mlapp.admin.traffic import (
+    TrafficPolicyInline,
+    action_view,
+    offered,
+    record_inline_change,
+    traffic_panel,
+)
 from mlapp.admin.versions import delete_files_on_commit
 from mlapp.models import BatchJob, MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature
@@ -86,12 +93,18 @@ class MLModelAdmin(admin.ModelAdmin):
         ("versions__format", admin.AllValuesFieldListFilter),
     ]
     search_fields = ["name", "description", "handler"]
-    inlines = [ModelVersionInline]
+    inlines = [ModelVersionInline, TrafficPolicyInline]
     form = MLModelForm
     actions = ["rollback_selected"]
     Media = MLAppMedia
     change_form_template = "admin/mlapp/mlmodel/change_form.html"
-    activity_fields = ["loaded_here", "activity", "jobs_progress", "confusion_matrix"]
+    activity_fields = [
+        "loaded_here",
+        "activity",
+        "traffic_split",
+        "jobs_progress",
+        "confusion_matrix",
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         production = ModelVersion.objects.filter(stage=ModelVersion.Stage.PRODUCTION)
@@ -158,6 +171,15 @@ class MLModelAdmin(admin.ModelAdmin):
     def activity(self, obj: MLModel) -> SafeString:
         return charts.latency_volume_chart(request_stats.recent(obj.name))
 
+    @admin.display(description=_("traffic by version (all processes)"))
+    def traffic_split(self, obj: MLModel) -> SafeString:
+        return traffic_panel(obj)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        super().save_formset(request, form, formset, change)
+        if formset.model is TrafficPolicyInline.model:
+            record_inline_change(request, formset)
+
     @admin.display(description=_("batch jobs"))
     def jobs_progress(self, obj: MLModel) -> SafeString:
         jobs = BatchJob.objects.filter(version__model=obj).select_related("version")
@@ -192,6 +214,8 @@ class MLModelAdmin(admin.ModelAdmin):
         if model is not None:
             extra["can_upload"] = request.user.has_perm("mlapp.add_modelversion")
             extra["can_rollback"] = ROLL_BACK.offered(request, [model])
+            if self.has_change_permission(request, model):
+                extra.update(offered(model))
         return super().change_view(request, object_id, form_url, extra)
 
     def handler_confirmation(
@@ -239,6 +263,11 @@ class MLModelAdmin(admin.ModelAdmin):
                 view(self.monitoring_view),
                 name="mlapp_model_monitoring",
             ),
+            path(
+                "<path:object_id>/traffic/<slug:action>/",
+                view(self.traffic_view),
+                name="mlapp_model_traffic",
+            ),
             *super().get_urls(),
         ]
 
@@ -257,6 +286,14 @@ class MLModelAdmin(admin.ModelAdmin):
             **monitoring_page(model),
         }
         return TemplateResponse(request, "admin/mlapp/mlmodel/monitoring.html", context)
+
+    def traffic_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        model = self.get_object(request, object_id)
+        if model is None or action not in ("promote-canary", "end-experiment"):
+            raise Http404(_("No such model or action."))
+        if not self.has_change_permission(request, model):
+            raise PermissionDenied
+        return action_view(self, request, model, action)
 
     def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         model = self.get_object(request, object_id)

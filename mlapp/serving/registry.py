@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.dispatch import receiver
@@ -75,6 +75,10 @@ class Registry:
         self._load_locks: dict[str, threading.Lock] = {}
         self.startup_done = False
         self.watcher = ChangeWatcher(self.serves, self._changed)
+        #: Called with a model's name after each reload of it (None: every model, after
+        #: startup loading and clear()), by what keeps per-model state of its own (the
+        #: traffic policies).
+        self.listeners: list[Callable[[str | None], object]] = []
         #: The PID whose change watcher is started (a forked child starts its own).
         self._watch_pid: int | None = None
         if hasattr(os, "register_at_fork"):
@@ -102,6 +106,8 @@ class Registry:
         for version in ModelVersion.objects.production().select_related("model"):
             self._load_production_version(version)
         self.startup_done = True
+        for listener in self.listeners:
+            listener(None)
         return {name: failure.message for name, failure in self._errors.items()}
 
     def _load_production_version(
@@ -154,8 +160,12 @@ class Registry:
         with ``warm``, has run a sample batch). A model with no production version left is
         dropped. Returns the loaded model, or None.
         """
-        with self._load_lock(name):
-            return self._reload_locked(name, warm=warm)
+        try:
+            with self._load_lock(name):
+                return self._reload_locked(name, warm=warm)
+        finally:
+            for listener in self.listeners:
+                listener(name)
 
     def _reload_locked(self, name: str, *, warm: bool = False) -> LoadedModel | None:
         version = ModelVersion.objects.of(name).production().first()
@@ -336,6 +346,8 @@ class Registry:
             self.startup_done = False
         for m in models:
             m.close()
+        for listener in self.listeners:
+            listener(None)
 
 
 #: The registry of this process.

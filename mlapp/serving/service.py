@@ -25,6 +25,7 @@ from mlapp.serving.inputs import Decoder, check_rows
 from mlapp.serving.predlog import recorder
 from mlapp.serving.registry import LoadedModel, Registry, registry
 from mlapp.serving.stats import record_request
+from mlapp.serving.traffic import Caller, Route, Traffic, counts_against
 
 #: The ``protocol`` label of calls from Python code (``mlapp.predict``, the admin, jobs).
 PYTHON = "python"
@@ -104,6 +105,8 @@ class InferenceService:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        #: The models' traffic policies (canary, shadow) as this process applies them.
+        self.traffic = Traffic(registry)
 
     # -- health ----------------------------------------------------------------------------
 
@@ -263,6 +266,7 @@ class InferenceService:
         *,
         version: int | None = None,
         protocol: str = PYTHON,
+        caller: Caller | None = None,
         request_id: str | None = None,
         key: str | None = None,
     ) -> Prediction:
@@ -272,12 +276,16 @@ class InferenceService:
         the version that answers (:func:`mlapp.serving.inputs.named` for values keyed by
         input name). ``protocol`` labels the request in the metrics (``v2``, ``native``,
         ``python``). Concurrent calls meet in the version's micro-batcher when batching is
-        on for it. ``request_id`` and ``key`` (the caller's, when sent) go to the prediction
-        log when the model samples this request.
+        on for it. Without a ``version``, the model's traffic policy may choose its canary
+        (by ``caller`` when the policy is sticky) and copy the request to its shadow.
+        ``request_id`` and ``key`` (the caller's, when sent) go to the prediction log when the
+        model samples this request.
         """
         started = time.perf_counter()
+        # One dictionary lookup for a model without a policy; a pinned version bypasses it.
+        route = self.traffic.route(name) if version is None else None
         try:
-            loaded = self.registry.get(name, version)
+            loaded = self._routed(name, version, route, caller, started)
         except Exception as exc:
             metrics.unrouted_failure(name, protocol, exc)
             raise
@@ -295,13 +303,42 @@ class InferenceService:
                 observed.compute.observe(time.perf_counter() - computing)
         except Exception as exc:
             observed.failed(exc)
+            if route is not None:
+                elapsed = time.perf_counter() - started
+                self.traffic.record(loaded.name, loaded.version, elapsed, counts_against(exc))
             raise
         elapsed = time.perf_counter() - started
         observed.answered(elapsed)
         record_request(loaded.name, elapsed)
         if loaded.log_rate:
             recorder.offer(loaded, arrays, outputs, elapsed, protocol, request_id, key)
+        if route is not None:
+            self.traffic.record(loaded.name, loaded.version, elapsed)
+            self.traffic.shadow(route, loaded, arrays, outputs)
         return Prediction(loaded.name, loaded.version, outputs, loaded.signature)
+
+    def _routed(
+        self,
+        name: str,
+        version: int | None,
+        route: Route | None,
+        caller: Caller | None,
+        started: float,
+    ) -> LoadedModel:
+        """The loaded version that answers: the one asked for, or the policy's choice.
+
+        A canary that cannot be loaded counts as its failure and production answers.
+        """
+        if route is None:
+            return self.registry.get(name, version)
+        chosen = route.choose(caller)
+        if chosen is None:
+            return self.registry.get(name)
+        try:
+            return self.registry.get(name, chosen)
+        except Exception:
+            self.traffic.record(name, chosen, time.perf_counter() - started, True)
+            return self.registry.get(name)
 
 
 #: The service of this process, over its registry.

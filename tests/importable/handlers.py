@@ -81,3 +81,17 @@ class UndescribableHandler(BaseHandler):
 
     def signature(self):
         raise RuntimeError("no signature today")
+
+
+class FailsOnShiftedHandler(BaseHandler):
+    """Fails one request in five on a shifted affine version (whose first output is over
+    500): those whose first input value is 7. Other versions never fail."""
+
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        y = next(iter(outputs.values()))
+        x = next(iter(inputs.values()))
+        if float(y.reshape(-1)[0]) > 500 and float(x.reshape(-1)[0]) == 7.0:
+            raise RuntimeError("the shifted version fails on this input")
+        return outputs

@@ -26,6 +26,7 @@ import grpc
 import orjson
 from django.db import close_old_connections
 from django.http import HttpRequest
+from django.utils.datastructures import CaseInsensitiveMapping
 from google.protobuf.message import DecodeError
 
 import mlapp
@@ -36,6 +37,7 @@ from mlapp.api.grpc import messages as pb
 from mlapp.api.v2 import views
 from mlapp.exceptions import ModelNotFound
 from mlapp.serving.service import service
+from mlapp.serving.traffic import Caller
 
 logger = logging.getLogger("mlapp.grpc")
 
@@ -151,8 +153,23 @@ class InferenceServicer:
             decoded.append(codec.decode_request(request, signature))
             return decoded[0].inputs
 
+        # Metadata as headers (case-insensitive, as REST's): a traffic policy sticky by a
+        # header reads it; x-mlapp-key names the request in the prediction log, as REST's
+        # X-MLApp-Key header, and the request's id is its id there.
+        metadata = CaseInsensitiveMapping(
+            {
+                key: value if isinstance(value, str) else value.decode("latin-1")
+                for key, value in context.invocation_metadata() or ()
+            }
+        )
         prediction = service.predict(
-            name, decode, version=_version(name, request.model_version), protocol=PROTOCOL
+            name,
+            decode,
+            version=_version(name, request.model_version),
+            protocol=PROTOCOL,
+            caller=Caller(metadata),
+            request_id=request.id or None,
+            key=metadata.get("x-mlapp-key"),
         )
         assert prediction.signature is not None  # the service sets it
         return codec.encode_response(

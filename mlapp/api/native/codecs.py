@@ -21,6 +21,9 @@ from django.http import QueryDict
 
 from mlapp.exceptions import InvalidInput
 
+#: What a predict body may hold: the inputs, and request parameters (a traffic policy sticky by
+#: ``field:<name>`` reads ``parameters[name]``).
+BODY_FIELDS = frozenset({"inputs", "parameters"})
 EXPECTED = 'Send a JSON object {"inputs": ...}; see the schema for the accepted shapes.'
 
 
@@ -39,9 +42,13 @@ def read_inputs(data: Any) -> Any:
         raise InvalidInput(f"The body is a JSON {type(data).__name__}, not an object. {EXPECTED}")
     if "inputs" not in data:
         raise InvalidInput(f"Missing 'inputs'. {EXPECTED}")
-    unknown = sorted(str(k) for k in data if k != "inputs")
+    unknown = sorted(str(k) for k in data if k not in BODY_FIELDS)
     if unknown:
-        raise InvalidInput(f"Unknown field(s) {', '.join(unknown)}: the body takes only 'inputs'.")
+        raise InvalidInput(
+            f"Unknown field(s) {', '.join(unknown)}: the body takes 'inputs' and 'parameters'."
+        )
+    if not isinstance(data.get("parameters", {}), Mapping):
+        raise InvalidInput("'parameters' is a JSON object (e.g. {\"user_id\": 7}).")
     return records_to_columns(data["inputs"])
 
 

@@ -156,3 +156,18 @@ PREDICT_EXAMPLES = [
         status_codes=["200"],
     ),
 ]
+
+#: A traffic policy as the API takes it (every field optional in a PATCH).
+TRAFFIC_POLICY = OpenApiTypes.OBJECT
+TRAFFIC_RESPONSES = {
+    200: OpenApiResponse(
+        response=OpenApiTypes.OBJECT,
+        description=(
+            "The policy (canary, canary_weight, sticky, shadow, shadow_share, rollback_*), "
+            "each version's recent traffic, the shadow comparisons and the policy's history."
+        ),
+    ),
+    400: ERROR,
+    404: ERROR,
+    409: ERROR,
+}

@@ -36,6 +36,7 @@ from mlapp.exceptions import (
 )
 from mlapp.runtimes.tensors import Signature
 from mlapp.serving.service import service
+from mlapp.serving.traffic import Caller
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -301,11 +302,13 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
         _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     )
     meta = request.META
+    caller = Caller(request.headers, lambda: getattr(request, "user", None))
     prediction = service.predict(
         name,
         decoder,
         version=number,
         protocol="v2",
+        caller=caller,
         request_id=meta.get("HTTP_X_REQUEST_ID"),
         key=meta.get("HTTP_X_MLAPP_KEY"),
     )

@@ -21,6 +21,13 @@ class PredictRequestSerializer(serializers.Serializer):
             "1.4, 0.2]}, ...]."
         )
     )
+    parameters = serializers.DictField(
+        required=False,
+        help_text=(
+            "Request parameters (optional). A traffic policy sticky by field:<name> keeps "
+            "each value of parameters[name] on one version."
+        ),
+    )
 
 
 class PredictResponseSerializer(serializers.Serializer):

@@ -25,6 +25,7 @@ from mlapp.api.native.views.monitoring import (
 from mlapp.api.native.views.predict import PredictView
 from mlapp.api.native.views.predictions import StoredPredictionView
 from mlapp.api.native.views.root import ApiRootView
+from mlapp.api.native.views.traffic import EndExperimentView, PromoteCanaryView, TrafficView
 from mlapp.api.native.views.versions import (
     ArchiveView,
     ArtifactView,
@@ -38,6 +39,7 @@ __all__ = [
     "ArchiveView",
     "ArtifactView",
     "DriftReportListView",
+    "EndExperimentView",
     "FeedbackView",
     "JobCancelView",
     "JobDetailView",
@@ -51,9 +53,11 @@ __all__ = [
     "MonitoringConfigView",
     "PredictView",
     "PredictionLogView",
+    "PromoteCanaryView",
     "PromoteView",
     "RollbackView",
     "StoredPredictionView",
+    "TrafficView",
     "VersionDetailView",
     "VersionListView",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -24,6 +25,7 @@ from mlapp.api.permissions import PREDICT, open_to_anyone, permission_classes
 from mlapp.exceptions import MLAppError
 from mlapp.serving.inputs import named
 from mlapp.serving.service import service
+from mlapp.serving.traffic import Caller
 
 #: Accept headers that mean "JSON is fine" (no header at all counts as */*).
 _JSON_ACCEPT = frozenset({"*/*", "application/json", ""})
@@ -83,12 +85,17 @@ class PredictView(MLAppAPIView):
         return super().perform_content_negotiation(request, force)
 
     def post(self, request: Request, name: str, version: int | None = None) -> Response:
+        data = request.data
+        parameters = data.get("parameters") if isinstance(data, Mapping) else None
+        fields = parameters if isinstance(parameters, Mapping) else {}
+        caller = Caller(request.headers, lambda: request.user, fields)
         meta = request._request.META
         prediction = service.predict(
             name,
-            named(read_inputs(request.data)),
+            named(read_inputs(data)),
             version=version,
             protocol="native",
+            caller=caller,
             request_id=meta.get("HTTP_X_REQUEST_ID"),
             key=meta.get("HTTP_X_MLAPP_KEY"),
         )
