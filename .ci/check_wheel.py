@@ -13,6 +13,7 @@ REQUIRED = [
     "mlapp/templates/admin/mlapp/stage_confirmation.html",
     "mlapp/templates/mlapp/api/redoc.html",
     "mlapp/static/mlapp/admin.css",
+    "mlapp/templates/admin/mlapp/modelversion/derive.html",
 ]
 
 

@@ -46,6 +46,7 @@ def register_version(
     created_by: Any = None,
     promote: bool = False,
     report: ArtifactReport | None = None,
+    parent: ModelVersion | None = None,
 ) -> ModelVersion:
     """Validate an artifact, then store it as the model's next version (in ``staging``).
 
@@ -55,6 +56,7 @@ def register_version(
     ``report`` is the result of a validation this caller already ran on this very file.
     A ``handler`` path that does not name a handler class raises ``ArtifactError``; the upload
     is validated through the handler that will serve it (``handler``, else the model's own).
+    ``parent`` is the version this one was derived from (int8, ONNX export).
     """
     if handler:
         import_handler(handler)
@@ -93,6 +95,7 @@ def register_version(
                     },
                 },
                 notes=notes,
+                parent=parent,
                 created_by=created_by,
             )
             save_with_file(version, version.artifact, filename, path)
