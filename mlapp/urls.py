@@ -53,6 +53,7 @@ urlpatterns = [
     path(f"{version}/promote", views.PromoteView.as_view(), name="version-promote"),
     path(f"{version}/archive", views.ArchiveView.as_view(), name="version-archive"),
     path(f"{version}/derive", views.DeriveView.as_view(), name="version-derive"),
+    path(f"{version}/bundle", views.BundleView.as_view(), name="version-bundle"),
     path("jobs/", views.JobListView.as_view(), name="job-list"),
     path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<int:pk>/cancel", views.JobCancelView.as_view(), name="job-cancel"),

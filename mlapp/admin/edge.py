@@ -15,7 +15,8 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
@@ -25,9 +26,10 @@ from django.utils.translation import gettext_lazy as _
 from mlapp.admin.display import version_url
 from mlapp.exceptions import MLAppError
 from mlapp.models import ModelVersion
+from mlapp.versions.bundles import bundle_file
 from mlapp.versions.derivation import MAX_SAMPLE_ROWS, PARENT_FORMAT, derivable, derive_version
 
-__all__ = ["comparison_table", "derivable", "derive_view"]
+__all__ = ["bundle_view", "comparison_table", "derivable", "derive_view"]
 from mlapp.versions.derive import METHODS
 
 logger = logging.getLogger("mlapp.admin")
@@ -116,6 +118,25 @@ def derive_view(model_admin: Any, request: HttpRequest, version: ModelVersion) -
         "media": model_admin.media,
     }
     return TemplateResponse(request, "admin/mlapp/modelversion/derive.html", context)
+
+
+def bundle_view(model_admin: Any, request: HttpRequest, version: ModelVersion) -> HttpResponseBase:
+    """The version's edge bundle, for anyone who may view the version."""
+    if not model_admin.has_view_or_change_permission(request, version):
+        raise PermissionDenied
+    try:
+        handle, digest = bundle_file(version)
+    except MLAppError as exc:
+        messages.error(request, _("No bundle: %(e)s") % {"e": exc.message})
+        return HttpResponseRedirect(version_url(version))
+    response = FileResponse(
+        handle,
+        as_attachment=True,
+        filename=f"{version.model.name}-v{version.version}.zip",
+        content_type="application/zip",
+    )
+    response["X-Checksum-SHA256"] = digest
+    return response
 
 
 def comparison_table(version: ModelVersion) -> SafeString | str:

@@ -264,6 +264,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
             ),
             path("<path:object_id>/try/", view(self.try_view), name="mlapp_version_try"),
             path("<path:object_id>/derive/", view(self.derive_view), name="mlapp_version_derive"),
+            path("<path:object_id>/bundle/", view(self.bundle_view), name="mlapp_version_bundle"),
             *super().get_urls(),
         ]
 
@@ -291,6 +292,9 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
 
     def derive_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return edge.derive_view(self, request, self._version(request, object_id))
+
+    def bundle_view(self, request: HttpRequest, object_id: str) -> Any:
+        return edge.bundle_view(self, request, self._version(request, object_id))
 
     def try_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         version = self._version(request, object_id)

@@ -73,7 +73,8 @@ def test_admin_button_exports_iris_and_the_page_shows_it_beside_its_parent(clien
     html = response.content.decode()
     assert "stored in staging" in html
     assert 'class="mlapp-derived"' in html
-    assert "label agreement" in html and "100.00 %" in html
+    assert "label agreement" in html
+    assert "100.00 %" in html
     assert "Derive int8" in html  # the ONNX child can be quantized in turn
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -13,6 +14,7 @@ from mlapp.api.native.base import MLAppGenericView, get_version, request_user, v
 from mlapp.api.native.serializers.edge import DeriveSerializer
 from mlapp.api.native.serializers.versions import VersionDetailSerializer
 from mlapp.api.permissions import MANAGE
+from mlapp.versions.bundles import bundle_file
 from mlapp.versions.derivation import derive_version
 
 
@@ -45,3 +47,34 @@ class DeriveView(MLAppGenericView):
         )
         body = self.get_serializer(get_version(name, derived.version)).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+
+
+@extend_schema(
+    tags=["versions"],
+    responses={
+        (200, "application/zip"): OpenApiResponse(
+            response=docs.BINARY,
+            description="The edge bundle: the artifact, the handler's assets, manifest.json "
+            "(sha256 of every member, signatures, handler notes, version and parent) and, when "
+            "the host sets MLAPP['BUNDLE_SIGNING_KEY'], manifest.sig. The zip's own SHA-256 "
+            "is in X-Checksum-SHA256.",
+        ),
+        404: docs.ERROR,
+    },
+)
+class BundleView(MLAppGenericView):
+    """Download the version's edge bundle (``python -m mlapp.edge fetch`` reads it)."""
+
+    read_access = write_access = MANAGE
+
+    def get(self, request: Request, name: str, version: int) -> FileResponse:
+        found = get_version(name, version)
+        handle, digest = bundle_file(found)
+        response = FileResponse(
+            handle,
+            as_attachment=True,
+            filename=f"{name}-v{version}.zip",
+            content_type="application/zip",
+        )
+        response["X-Checksum-SHA256"] = digest
+        return response
