@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, exact: the CPU wheel, never a range that could pull a CUDA build.
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[torch,onnx,edge,postgres,celery,serve,demo,dev]'
+	# ONNX Runtime Web into mlapp/static/mlapp/ort/ (npm; a warning where npm is missing).
+	$(BIN)/python web/build_ort.py --if-npm
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -93,7 +95,10 @@ lint: install
 	$(BIN)/python manage.py check
 	$(BIN)/hadolint Dockerfile
 
+# The wheel ships ONNX Runtime Web (built here, with npm: web/build_ort.py), so it installs
+# offline and the browser fetches nothing from a CDN.
 wheel: install
+	$(BIN)/python web/build_ort.py
 	rm -rf dist
 	$(BIN)/python -m build --wheel --no-isolation --outdir dist .
 	$(BIN)/python .ci/check_wheel.py dist/*.whl

@@ -14,6 +14,12 @@ REQUIRED = [
     "mlapp/templates/mlapp/api/redoc.html",
     "mlapp/static/mlapp/admin.css",
     "mlapp/templates/admin/mlapp/modelversion/derive.html",
+    "mlapp/templatetags/mlapp_edge.py",
+    "mlapp/static/mlapp/edge.js",
+    # ONNX Runtime Web, built by web/build_ort.py (not in git).
+    "mlapp/static/mlapp/ort/ort.wasm.min.js",
+    "mlapp/static/mlapp/ort/ort-wasm-simd-threaded.mjs",
+    "mlapp/static/mlapp/ort/ort-wasm-simd-threaded.wasm",
 ]
 
 

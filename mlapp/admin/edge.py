@@ -15,7 +15,15 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -26,10 +34,19 @@ from django.utils.translation import gettext_lazy as _
 from mlapp.admin.display import version_url
 from mlapp.exceptions import MLAppError
 from mlapp.models import ModelVersion
+from mlapp.serving.inputs import named
+from mlapp.serving.service import service
 from mlapp.versions.bundles import bundle_file
 from mlapp.versions.derivation import MAX_SAMPLE_ROWS, PARENT_FORMAT, derivable, derive_version
 
-__all__ = ["bundle_view", "comparison_table", "derivable", "derive_view"]
+__all__ = [
+    "answer_view",
+    "bundle_view",
+    "comparison_table",
+    "derivable",
+    "derive_view",
+    "model_file_view",
+]
 from mlapp.versions.derive import METHODS
 
 logger = logging.getLogger("mlapp.admin")
@@ -137,6 +154,56 @@ def bundle_view(model_admin: Any, request: HttpRequest, version: ModelVersion) -
     )
     response["X-Checksum-SHA256"] = digest
     return response
+
+
+def model_file_view(
+    model_admin: Any, request: HttpRequest, version: ModelVersion
+) -> HttpResponseBase:
+    """The ONNX file of ``version``, for the page's in-browser run (view permission)."""
+    if not model_admin.has_view_or_change_permission(request, version):
+        raise PermissionDenied
+    if version.format != "onnx":
+        raise Http404(_("Only ONNX versions run in the browser."))
+    try:
+        handle = version.artifact.open("rb")
+    except FileNotFoundError:
+        raise Http404(_("The artifact file is missing from storage.")) from None
+    response = FileResponse(handle, content_type="application/octet-stream")
+    response["X-Checksum-SHA256"] = version.sha256
+    return response
+
+
+def answer_view(model_admin: Any, request: HttpRequest, version: ModelVersion) -> HttpResponse:
+    """The server's answer to ``{"inputs": ...}`` as JSON, for the side-by-side comparison."""
+    if not model_admin.has_view_or_change_permission(request, version):
+        raise PermissionDenied
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        body = json.loads(request.body)
+        inputs = body["inputs"]
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"error": 'Send {"inputs": ...} as JSON.'}, status=400)
+    try:
+        prediction = service.predict(version.model.name, named(inputs), version=version.version)
+    except MLAppError as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status_code)
+    return JsonResponse(prediction.to_dict())
+
+
+def browser_context(version: ModelVersion) -> dict[str, Any] | None:
+    """What the "run in this browser" block needs, for an ONNX version whose public inputs are
+    its artifact's own (a handler that preprocesses, e.g. a tokenizer, needs the server)."""
+    if version.format != "onnx":
+        return None
+    inputs = version.signature.get("inputs") or []
+    try:
+        public = service.public_signature(version).to_dict().get("inputs")
+    except MLAppError:
+        return None
+    if public != inputs:
+        return None
+    return {"signature": json.dumps(version.signature)}
 
 
 def comparison_table(version: ModelVersion) -> SafeString | str:

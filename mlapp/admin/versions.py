@@ -265,6 +265,10 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
             path("<path:object_id>/try/", view(self.try_view), name="mlapp_version_try"),
             path("<path:object_id>/derive/", view(self.derive_view), name="mlapp_version_derive"),
             path("<path:object_id>/bundle/", view(self.bundle_view), name="mlapp_version_bundle"),
+            path(
+                "<path:object_id>/model.onnx", view(self.model_file_view), name="mlapp_version_onnx"
+            ),
+            path("<path:object_id>/answer/", view(self.answer_view), name="mlapp_version_answer"),
             *super().get_urls(),
         ]
 
@@ -295,6 +299,12 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
 
     def bundle_view(self, request: HttpRequest, object_id: str) -> Any:
         return edge.bundle_view(self, request, self._version(request, object_id))
+
+    def model_file_view(self, request: HttpRequest, object_id: str) -> Any:
+        return edge.model_file_view(self, request, self._version(request, object_id))
+
+    def answer_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return edge.answer_view(self, request, self._version(request, object_id))
 
     def try_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         version = self._version(request, object_id)
@@ -341,6 +351,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
                     and ROLL_BACK.offered(request, [version.model]),
                     "can_derive": bool(edge.derivable(version))
                     and self.has_add_permission(request),
+                    "in_browser": edge.browser_context(version),
                     "try_form": TryItForm(initial={"body": json.dumps(example_request(version))}),
                 }
             )
