@@ -6,7 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-batch bench-lookup bench-where bench-edge test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench-batch: install
 
 bench-lookup: install
 	$(BIN)/python bench/lookup.py
+
+# Derived int8 versions (docs/edge.md): MiniLM int8 against fp32 as a raw call and served
+# (mlapp with int8 against KServe with fp32, one core), digits' agreement and size. About 4 min.
+bench-edge: install kserve-venv
+	$(BIN)/python bench/edge.py
 
 # Where the server's CPU per request goes, by library, against the raw call (needs Linux
 # perf and wrk): docs/performance.md, "By library".
