@@ -75,8 +75,8 @@ def derive_version(
             else ""
         )
         raise CannotDerive(
-            f"{version} is {version.format}: a {kind} version is derived from a "
-            f"{PARENT_FORMAT[kind]} version only.{hint}"
+            f"{version} is {version.format}: {kind} versions are derived from "
+            f"{PARENT_FORMAT[kind]} versions only.{hint}"
         )
     model = version.model
     signature = Signature.from_dict(version.signature)

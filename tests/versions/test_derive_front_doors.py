@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from mlapp.models import ModelVersion
-from tests.demo_models import register_demo, samples
+from tests.demo_models import FIXTURES, register_demo, samples
 
 pytestmark = pytest.mark.django_db
 
@@ -38,14 +38,18 @@ def test_api_derives_int8_and_answers_the_new_version(staff):
 
 
 def test_api_refuses_what_cannot_be_derived_with_400_and_the_reason(staff):
-    register_demo("iris")
+    register_demo("digits")
     client = APIClient()
     client.force_authenticate(staff)
-    response = client.post("/api/mlapp/models/iris/versions/1/derive", {}, format="json")
+    url = "/api/mlapp/models/digits/versions/1/derive"
+    response = client.post(url, {"kind": "onnx"}, format="json")
     assert response.status_code == 400
-    assert "a int8 version is derived from a onnx version only" in response.json()["error"]
-    bad = client.post("/api/mlapp/models/iris/versions/1/derive", {"kind": "fp4"}, format="json")
+    assert response.json()["error"] == (
+        "digits v1 is onnx: onnx versions are derived from torchscript versions only."
+    )
+    bad = client.post(url, {"kind": "fp4"}, format="json")
     assert bad.status_code == 400
+    assert "fp4" in bad.json()["error"]
     assert ModelVersion.objects.count() == 1
 
 
@@ -90,12 +94,17 @@ def test_admin_derive_refusal_is_a_message_on_the_parent_page(client, staff):
     assert ModelVersion.objects.count() == 1
 
 
-def test_command_derives_and_reports(tmp_path):
+def test_command_derives_on_the_sample_the_settings_name(tmp_path, settings):
     register_demo("digits")
-    rows = tmp_path / "rows.json"
-    rows.write_text(json.dumps(samples("digits")))
-    call_command("derive_version", "digits", "1", "--method", "static", "--samples", str(rows))
+    rows = FIXTURES / "digits" / "samples.json"
+    settings.MLAPP = {**settings.MLAPP, "DERIVE_SAMPLES": {"digits": str(rows)}}
+    call_command("derive_version", "digits", "1", "--method", "static")
     child = ModelVersion.objects.get(version=2)
-    assert child.metrics["derived"]["method"] == "static"
+    figures = child.metrics["derived"]
+    assert figures["method"] == "static"
+    assert figures["sample"] == "MLAPP['DERIVE_SAMPLES']: samples.json"
+    assert figures["sample_rows"] == 10
     with pytest.raises(CommandError, match="No version 9"):
         call_command("derive_version", "digits", "9")
+    with pytest.raises(CommandError, match="Cannot read"):
+        call_command("derive_version", "digits", "1", "--samples", str(tmp_path / "none.json"))
