@@ -188,6 +188,10 @@ def answer_view(model_admin: Any, request: HttpRequest, version: ModelVersion) -
         prediction = service.predict(version.model.name, named(inputs), version=version.version)
     except MLAppError as exc:
         return JsonResponse({"error": exc.message}, status=exc.status_code)
+    except Exception as exc:  # the host's handler code: say what, never echo it
+        logger.exception("mlapp: the in-browser comparison on %s failed", version)
+        error = _("The model raised an unexpected %(error)s (see the server log).")
+        return JsonResponse({"error": error % {"error": type(exc).__name__}}, status=500)
     return JsonResponse(prediction.to_dict())
 
 
