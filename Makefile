@@ -8,14 +8,16 @@ GRPC_PORT ?= 8001
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-grpc bench-traffic bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-grpc bench-traffic bench-batch bench-lookup bench-where bench-edge test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
 	# torch first, exact: the CPU wheel, never a range that could pull a CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[torch,onnx,postgres,celery,serve,grpc,demo,dev]'
+	$(PIP) -e '.[torch,onnx,edge,postgres,celery,serve,grpc,demo,dev]'
+	# ONNX Runtime Web into mlapp/static/mlapp/ort/ (npm; a warning where npm is missing).
+	$(BIN)/python web/build_ort.py --if-npm
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -82,6 +84,11 @@ bench-batch: install
 bench-lookup: install
 	$(BIN)/python bench/lookup.py
 
+# Derived int8 versions (docs/edge.md): MiniLM int8 against fp32 as a raw call and served
+# (mlapp with int8 against KServe with fp32, one core), digits' agreement and size. About 4 min.
+bench-edge: install kserve-venv
+	$(BIN)/python bench/edge.py
+
 # Where the server's CPU per request goes, by library, against the raw call (needs Linux
 # perf and wrk): docs/performance.md, "By library".
 bench-where: install
@@ -106,7 +113,10 @@ lint: install
 	$(BIN)/python manage.py check
 	$(BIN)/hadolint Dockerfile
 
+# The wheel ships ONNX Runtime Web (built here, with npm: web/build_ort.py), so it installs
+# offline and the browser fetches nothing from a CDN.
 wheel: install
+	$(BIN)/python web/build_ort.py
 	rm -rf dist
 	$(BIN)/python -m build --wheel --no-isolation --outdir dist .
 	$(BIN)/python .ci/check_wheel.py dist/*.whl

@@ -17,6 +17,13 @@ REQUIRED = [
     "mlapp/static/mlapp/admin.css",
     "mlapp/api/grpc/open_inference_grpc.proto",
     "mlapp/api/grpc/open_inference_grpc.pb",
+    "mlapp/templates/admin/mlapp/modelversion/derive.html",
+    "mlapp/templatetags/mlapp_edge.py",
+    "mlapp/static/mlapp/edge.js",
+    # ONNX Runtime Web, built by web/build_ort.py (not in git).
+    "mlapp/static/mlapp/ort/ort.wasm.min.js",
+    "mlapp/static/mlapp/ort/ort-wasm-simd-threaded.mjs",
+    "mlapp/static/mlapp/ort/ort-wasm-simd-threaded.wasm",
 ]
 
 

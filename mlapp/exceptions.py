@@ -79,6 +79,13 @@ class UnsafeArtifact(ArtifactError):
     code = "unsafe_artifact"
 
 
+class CannotDerive(ArtifactError):
+    """A derived version (int8, ONNX export) cannot be made from this version."""
+
+    default_message = "No version of this kind can be derived from this version."
+    code = "cannot_derive"
+
+
 class NotFound(MLAppError):
     """The thing asked for does not exist (a batch job, a stored prediction, a file)."""
 

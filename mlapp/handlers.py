@@ -51,6 +51,16 @@ class BaseHandler:
         """Turn the artifact's outputs into what clients get."""
         return outputs
 
+    def edge_manifest(self) -> dict[str, Any]:
+        """What an edge client needs to do this handler's work, for the version's bundle.
+
+        Keys (all optional): ``labels`` and ``scores_output`` (a classifier), ``preprocessing``
+        (``{"kind": "tokenizer", "file": "assets/NAME", "max_length": N}``), ``assets`` (name
+        -> local file, shipped under ``assets/``), ``notes`` (what else it does, in words).
+        Default: nothing; the artifact's tensors in and out.
+        """
+        return {}
+
 
 class ClassLabelHandler(BaseHandler):
     """Names the predicted class of a classifier whose output holds one score per class.
@@ -79,6 +89,9 @@ class ClassLabelHandler(BaseHandler):
         scores = outputs[name]
         names = np.asarray(list(self.labels), dtype=object)
         return {"label": names[np.argmax(scores, axis=-1)], name: scores}
+
+    def edge_manifest(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "scores_output": self._scores_name()}
 
 
 def _specs(items: Sequence[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:

@@ -139,6 +139,11 @@ MLAPP = {
             "key": "pk",
         },
     },
+    # Derived int8 / ONNX versions of the demo classifiers are measured on their ten
+    # held-out fixture rows (the admin's Derive button, manage.py derive_version).
+    "DERIVE_SAMPLES": {
+        name: str(BASE_DIR / "fixtures" / name / "samples.json") for name in ("iris", "digits")
+    },
 }
 
 # Celery runs batch job chunks when a broker is set (e.g. redis://127.0.0.1:6379/0); with

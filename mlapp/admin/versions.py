@@ -28,7 +28,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from mlapp.admin import charts
+from mlapp.admin import charts, edge
 from mlapp.admin.confirm import ConfirmedAction, confirm, confirm_view
 from mlapp.admin.display import (
     MLAppMedia,
@@ -111,7 +111,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         (None, {"fields": [*facts, "notes"]}),
         (_("Signature"), {"fields": ["signature_display"]}),
         (_("Metrics"), {"fields": ["validation_latency", "metrics_display", "confusion_matrix"]}),
-        (_("Lineage"), {"fields": ["parent_display", "derived_display"]}),
+        (_("Lineage"), {"fields": ["parent_display", "derived_display", "derived_comparison"]}),
         (_("Batch jobs"), {"fields": ["batch_jobs"]}),
     ]
     change_readonly_fields = [
@@ -122,6 +122,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         "confusion_matrix",
         "parent_display",
         "derived_display",
+        "derived_comparison",
         "batch_jobs",
     ]
 
@@ -234,6 +235,10 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
             return "—"
         return format_html_join(", ", "{} ({})", ((version_link(v), v.format) for v in derived))
 
+    @admin.display(description=_("beside its parent"))
+    def derived_comparison(self, obj: ModelVersion) -> SafeString | str:
+        return edge.comparison_table(obj)
+
     @admin.display(description=_("batch jobs"))
     def batch_jobs(self, obj: ModelVersion) -> SafeString | StrPromise:
         jobs = list(obj.jobs.select_related("version").order_by("-created_at")[:RECENT_JOBS])
@@ -258,6 +263,12 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
                 name="mlapp_version_rollback",
             ),
             path("<path:object_id>/try/", view(self.try_view), name="mlapp_version_try"),
+            path("<path:object_id>/derive/", view(self.derive_view), name="mlapp_version_derive"),
+            path("<path:object_id>/bundle/", view(self.bundle_view), name="mlapp_version_bundle"),
+            path(
+                "<path:object_id>/model.onnx", view(self.model_file_view), name="mlapp_version_onnx"
+            ),
+            path("<path:object_id>/answer/", view(self.answer_view), name="mlapp_version_answer"),
             *super().get_urls(),
         ]
 
@@ -282,6 +293,18 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
 
     def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._stage_view(request, object_id, ROLL_BACK)
+
+    def derive_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return edge.derive_view(self, request, self._version(request, object_id))
+
+    def bundle_view(self, request: HttpRequest, object_id: str) -> Any:
+        return edge.bundle_view(self, request, self._version(request, object_id))
+
+    def model_file_view(self, request: HttpRequest, object_id: str) -> Any:
+        return edge.model_file_view(self, request, self._version(request, object_id))
+
+    def answer_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return edge.answer_view(self, request, self._version(request, object_id))
 
     def try_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         version = self._version(request, object_id)
@@ -326,6 +349,9 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
                     # Offered on the production version's page only.
                     "can_rollback": version.stage == ModelVersion.Stage.PRODUCTION
                     and ROLL_BACK.offered(request, [version.model]),
+                    "can_derive": bool(edge.derivable(version))
+                    and self.has_add_permission(request),
+                    "in_browser": edge.browser_context(version),
                     "try_form": TryItForm(initial={"body": json.dumps(example_request(version))}),
                 }
             )

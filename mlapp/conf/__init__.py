@@ -63,6 +63,9 @@ class MLAppSettings:
     POLL_INTERVAL: float
     VALIDATION_TIMEOUT: float
     VALIDATION_MEMORY: int
+    DERIVE_TIMEOUT: float
+    DERIVE_SAMPLES: dict[str, str]
+    BUNDLE_SIGNING_KEY: str | bytes | None
     V2_MAX_REQUEST_SIZE: int | None
     V2_SKIP_MIDDLEWARE: bool
     GRPC_PORT: int | None

@@ -66,6 +66,17 @@ DEFAULTS: dict[str, Any] = {
     # Bytes of address space the validation process may map (RLIMIT_AS); beyond, the upload is
     # refused. torch alone maps about 0.7 GiB; raise it for large models.
     "VALIDATION_MEMORY": 4 * 1024**3,
+    # Seconds a derived version (int8, ONNX export) may take to be made and measured in its
+    # sandboxed process (quantizing and comparing a large model takes longer than a smoke run).
+    "DERIVE_TIMEOUT": 300,
+    # The sample a derived version is measured (and statically calibrated) on, per model name:
+    # the path of a JSON file holding a list of rows, each an object keyed by the model's
+    # public input names (extra keys such as "label" are ignored). A sample given with the
+    # request wins; without either, the handler's example is used.
+    "DERIVE_SAMPLES": {},
+    # Key that signs the manifest of an edge bundle (HMAC-SHA256), as a string or bytes;
+    # None: bundles carry checksums only. Give the edge client the same key to check it.
+    "BUNDLE_SIGNING_KEY": None,
     # Largest Open Inference Protocol V2 request body, in bytes, before and after
     # decompression (413 beyond); None: Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
     "V2_MAX_REQUEST_SIZE": None,

@@ -225,6 +225,19 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
         "must be a number of bytes of at least 256 MiB.",
         "e.g. 4 * 1024**3.",
     ),
+    "DERIVE_TIMEOUT": _rule(
+        lambda v: _seconds(v) and v > 0, "must be a positive number of seconds.", "e.g. 300.", float
+    ),
+    "DERIVE_SAMPLES": _rule(
+        lambda v: isinstance(v, dict) and all(isinstance(p, str) for p in v.values()),
+        "must be a dict of model name -> path of a JSON file.",
+        '{"digits": "/srv/samples/digits.json"}.',
+    ),
+    "BUNDLE_SIGNING_KEY": _rule(
+        lambda v: v is None or (isinstance(v, (str, bytes)) and len(v) >= 16),
+        "must be None or a key of at least 16 characters.",
+        "e.g. os.environ['MLAPP_BUNDLE_KEY'].",
+    ),
     "V2_MAX_REQUEST_SIZE": _rule(
         _optional_positive_int,
         "must be None or a positive integer.",

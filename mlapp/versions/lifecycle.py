@@ -48,6 +48,7 @@ def register_version(
     promote: bool = False,
     report: ArtifactReport | None = None,
     confirm_handler_change: bool = False,
+    parent: ModelVersion | None = None,
 ) -> ModelVersion:
     """Validate an artifact, then store it as the model's next version (in ``staging``).
 
@@ -60,6 +61,7 @@ def register_version(
     A new ``handler`` that would change the public signature of the production version
     raises ``Conflict`` unless ``confirm_handler_change``; a handler change is written to the
     model's history.
+    ``parent`` is the version this one was derived from (int8, ONNX export).
     """
     if handler:
         import_handler(handler)
@@ -109,6 +111,7 @@ def register_version(
                     },
                 },
                 notes=notes,
+                parent=parent,
                 created_by=created_by,
             )
             save_with_file(version, version.artifact, filename, path)

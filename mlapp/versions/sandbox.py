@@ -60,6 +60,8 @@ def run(
     timeout: float,
     memory: int,
     respond: Respond | None = None,
+    files: Mapping[str, Any] | None = None,
+    output: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Inspect ``artifact`` in a contained worker; its answer (``report`` or ``error``).
 
@@ -68,18 +70,32 @@ def run(
     tensors once the artifact is loaded (see :mod:`mlapp.versions.worker`): ``respond`` makes
     them here, from the signature, and an exception it raises stops the worker and
     propagates. ``ArtifactError`` when the worker was killed, crashed or timed out.
+
+    ``files`` (name -> a JSON value) are written into the worker's scratch folder before it
+    starts; ``output`` = (name, destination): the file of that name the worker left in its
+    scratch folder is moved to ``destination`` (a derived artifact) when it answered without
+    an error.
     """
     scratch = tempfile.mkdtemp(prefix="mlapp-sandbox-")
     try:
         local = os.path.join(scratch, "artifact" + _SUFFIX.get(str(request.get("format")), ""))
         _place(artifact, local)
+        for name, value in (files or {}).items():
+            with open(os.path.join(scratch, os.path.basename(name)), "w", encoding="utf-8") as out:
+                json.dump(value, out)
         request = {
             **request,
             "path": local,
             "limits": {"memory": memory, "cpu_seconds": int(timeout) + 5},
             "handler": respond is not None,
         }
-        return _spawn(request, scratch, timeout=timeout, memory=memory, respond=respond)
+        answer = _spawn(request, scratch, timeout=timeout, memory=memory, respond=respond)
+        if output is not None and "error" not in answer:
+            made = os.path.join(scratch, os.path.basename(output[0]))
+            if not os.path.isfile(made) or os.path.islink(made):
+                raise ArtifactError("The validation process answered without writing its file.")
+            shutil.move(made, output[1])
+        return answer
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -7,10 +7,12 @@ exchange before that: once the artifact is loaded and its signature settled, the
 ``{"signature": {...}}`` and reads one more line, ``{"inputs_file": NAME}`` (the handler's
 tensors, written by the parent in the scratch folder as :func:`~mlapp.versions.inspection.
 encode_arrays` JSON) or ``{"stop": REASON}``; it runs the artifact on those tensors and adds
-the outputs to its report. Before it touches the artifact it limits itself
-(address space, CPU time, core files, written file size) and, where the kernel lets it, moves
-into a network namespace of its own. It imports no Django. Whatever the artifact prints goes
-to standard error, so stray output cannot garble the answer.
+the outputs to its report. A request with ``"derive"`` derives a version from the artifact
+instead (:mod:`mlapp.versions.derive`) and answers ``{"derived": {...}}``. Before it
+touches the artifact it limits itself (address space, CPU time, core files, written file
+size) and, where the kernel lets it, moves into a network namespace of its own. It imports
+no Django. Whatever the artifact prints goes to standard error, so stray output cannot garble
+the answer.
 """
 
 from __future__ import annotations
@@ -90,7 +92,12 @@ def main() -> int:
 
     memory = int(applied.get("memory", 0))
     try:
-        answer = run_validation_request(request, exchange_with_parent(answer_fd))
+        if request.get("derive"):
+            from mlapp.versions.derive import run_derive_request
+
+            answer = run_derive_request(request)
+        else:
+            answer = run_validation_request(request, exchange_with_parent(answer_fd))
     except StopValidation as exc:
         answer = {"error": f"Stopped by the parent: {exc}", "stopped": True}
     except MemoryError:

@@ -46,6 +46,18 @@ class MiniLMHandler(BaseHandler):
     inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     outputs = [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]
 
+    def edge_manifest(self) -> dict:
+        return {
+            "assets": {"tokenizer.json": str(Path(settings.DEMO_MINILM_DIR) / "tokenizer.json")},
+            "preprocessing": {
+                "kind": "tokenizer",
+                "file": "assets/tokenizer.json",
+                "max_length": 256,
+                "pad_id": 0,
+            },
+            "notes": "Texts are tokenized, padded to the longest text, truncated at 256 tokens.",
+        }
+
     def preprocess(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [t.decode() if isinstance(t, bytes) else t for t in inputs["text"].tolist()]
         encodings = _tokenizer(settings.DEMO_MINILM_DIR).encode_batch(texts)

@@ -20,6 +20,11 @@ MODULES = [
     "mlapp.runtimes.torchscript",
     "mlapp.runtimes.torch_export",
     "mlapp.exceptions",
+    # The edge client (python -m mlapp.edge) and the sandbox's derivation code.
+    "mlapp.edge.bundle",
+    "mlapp.edge.run",
+    "mlapp.edge.__main__",
+    "mlapp.versions.derive",
 ]
 
 SCRIPT = """

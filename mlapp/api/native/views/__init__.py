@@ -6,6 +6,7 @@ stage changes, batch jobs) and artifact downloads are MANAGE. Views stay thin: t
 service, the version lifecycle and the batch package do the work.
 """
 
+from mlapp.api.native.views.edge import BundleView, DeriveView
 from mlapp.api.native.views.jobs import (
     JobCancelView,
     JobDetailView,
@@ -38,6 +39,8 @@ __all__ = [
     "ApiRootView",
     "ArchiveView",
     "ArtifactView",
+    "BundleView",
+    "DeriveView",
     "DriftReportListView",
     "EndExperimentView",
     "FeedbackView",
