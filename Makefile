@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) --upgrade pip setuptools wheel
 	# torch first, exact: the CPU wheel, never a range that could pull a CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[torch,onnx,postgres,celery,serve,grpc,demo,dev]'
+	$(PIP) -e '.[torch,onnx,postgres,celery,serve,grpc,s3,demo,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
