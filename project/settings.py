@@ -109,7 +109,7 @@ STATIC_URL = "static/"
 # The image collects them at build time into a read-only folder of its own.
 STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or VAR_DIR / "static")
 MEDIA_URL = "media/"
-MEDIA_ROOT = VAR_DIR / "media"
+MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT") or VAR_DIR / "media")
 
 # Artifacts in S3-compatible object storage (django-storages), shared by every web and worker
 # node, when a bucket is named; credentials come from boto3's usual sources (AWS_ACCESS_KEY_ID
