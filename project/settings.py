@@ -152,6 +152,8 @@ SPECTACULAR_SETTINGS = {
 
 MLAPP = {
     "THREADS": int(os.environ["MLAPP_THREADS"]) if os.environ.get("MLAPP_THREADS") else None,
+    # Rows per Celery task of a batch job (bench/scaleout.py makes more, smaller chunks).
+    "BATCH_CHUNK_SIZE": int(os.environ.get("MLAPP_BATCH_CHUNK_SIZE") or 1000),
     # Batch jobs go through this app when it has a broker; else they run in-process.
     "CELERY_APP": "project.celery.app",
     # V2 inference skips URL resolving and the middleware above (none of it needs to see
