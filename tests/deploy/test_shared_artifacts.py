@@ -4,7 +4,8 @@ local port), node A registers a version; node B, a web server (``mlapp_serve``) 
 MEDIA_ROOT is another, empty folder, loads it from the bucket, verifies its sha256 and serves
 it; takes an upload over the API, streams an artifact back with its checksum; a tampered
 object is refused by ``check --deploy``; the admin's delete removes the object. Neither
-MEDIA_ROOT ever receives a file."""
+MEDIA_ROOT ever receives a file. The nodes share a SQLite file, or in the PostgreSQL pass a
+PostgreSQL database of their own (``MLAPP_TEST_DB_NAME`` + ``_s3``, dropped and created)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,13 +21,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import moto.server as moto_server
 import pytest
 from django.conf import settings
 
-boto3 = pytest.importorskip("boto3", reason="the s3 extra: pip install 'mlapp[s3]'")
-moto_server = pytest.importorskip("moto.server", reason="the dev extra: moto[server]")
+from bench.scaleout import fresh_database
 
 ROOT = Path(settings.BASE_DIR)
+#: In the PostgreSQL pass the nodes share a PostgreSQL database, else a SQLite file.
+ON_POSTGRES = os.environ.get("MLAPP_TEST_DB") == "postgres"
+DATABASE = os.environ.get("MLAPP_TEST_DB_NAME", "test_mlapp") + "_s3"
 S3_PORT = 18610
 WEB_PORT = 18611
 BUCKET = "mlapp-artifacts"
@@ -82,11 +86,13 @@ class Node:
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("MLAPP_", "DJANGO_", "WEB_", "PROMETHEUS_", "CELERY_", "AWS_"))
+            and k != "PGDATABASE"
         }
         self.env.update(
             DJANGO_SETTINGS_MODULE="project.settings",
             DJANGO_DEBUG="0",
             MLAPP_VAR_DIR=str(tmp / "var"),
+            **({"MLAPP_DB": "postgres", "PGDATABASE": DATABASE} if ON_POSTGRES else {}),
             DJANGO_MEDIA_ROOT=str(self.media),
             DJANGO_STATIC_ROOT=str(tmp / "static"),
             MLAPP_S3_BUCKET=BUCKET,
@@ -137,20 +143,27 @@ def _multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[b
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def _stored(tmp: Path) -> list[tuple[int, str, str]]:
-    with sqlite3.connect(tmp / "var/db.sqlite3") as db:
-        return db.execute(
-            "SELECT version, artifact, sha256 FROM mlapp_modelversion ORDER BY version"
-        ).fetchall()
+STORED = (
+    "import json; from mlapp.models import ModelVersion; "
+    "print(json.dumps(list(ModelVersion.objects.order_by('version')"
+    ".values_list('version', 'artifact', 'sha256'))))"
+)
+
+
+def _stored(node: Node) -> list[tuple[int, str, str]]:
+    """(version, artifact name, sha256) of every version, read by ``node``."""
+    return [tuple(row) for row in json.loads(node.manage("shell", "-v", "0", "-c", STORED).stdout)]
 
 
 def test_a_node_that_never_saw_the_upload_serves_it_from_object_storage(s3, onnx_file, tmp_path):
     node_a, node_b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    if ON_POSTGRES:
+        fresh_database(DATABASE)
     node_a.manage("migrate", "--noinput", "-v0")
     node_a.manage("register_model", "affine", str(onnx_file), "--promote")
 
     # The artifact is an object of the bucket, with the recorded sha256; no local file.
-    ((version, name, sha256),) = _stored(tmp_path)
+    ((version, name, sha256),) = _stored(node_a)
     objects = _objects(s3)
     assert list(objects) == [name]
     assert hashlib.sha256(objects[name]).hexdigest() == sha256 == _sha256(onnx_file)
@@ -189,7 +202,7 @@ def test_a_node_that_never_saw_the_upload_serves_it_from_object_storage(s3, onnx
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=60)
-    names = [row[1] for row in _stored(tmp_path)]
+    names = [row[1] for row in _stored(node_b)]
     assert sorted(_objects(s3)) == sorted(names)
     assert len(set(names)) == 2
 
