@@ -8,7 +8,7 @@ GRPC_PORT ?= 8001
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-grpc bench-batch bench-lookup bench-where test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-grpc bench-batch bench-lookup bench-where scaleout test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -80,6 +80,12 @@ bench-lookup: install
 # perf and wrk): docs/performance.md, "By library".
 bench-where: install
 	$(BIN)/python bench/where.py
+
+# Two web nodes behind HAProxy, two Celery workers, PostgreSQL, Redis and an S3 server on
+# this machine: a promotion, a killed web node, a killed worker (docs/scaling.md). About a
+# minute; needs haproxy (apt-get install haproxy), PostgreSQL and Redis running.
+scaleout: install
+	$(BIN)/python bench/scaleout.py
 
 test: install kserve-venv
 	$(BIN)/python -m pytest

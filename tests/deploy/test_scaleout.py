@@ -61,6 +61,7 @@ def test_a_killed_web_node_loses_no_request_through_the_balancer(figures):
 def test_a_killed_worker_loses_no_chunk_and_stores_every_key_once(figures):
     job = figures["worker_dies"]
     assert job["status"] == "succeeded", job
+    assert job["chunks_worker2_before_kill"] is not None, f"worker 2 was never killed: {job}"
     assert job["chunks_worker2_before_kill"] >= 1
     assert job["chunks_worker1"] >= 1
     assert job["done_at_kill"] < ROWS  # killed mid-job
