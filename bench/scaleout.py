@@ -276,6 +276,9 @@ class Cluster:
             ip_address="127.0.0.1", port=self.ports.s3, verbose=False
         )
         self.s3_server.start()
+        # moto keeps its buckets in this process, across servers: start from none.
+        reset = f"http://127.0.0.1:{self.ports.s3}/moto-api/reset"
+        urllib.request.urlopen(urllib.request.Request(reset, method="POST"), timeout=10).close()
         boto3.client(
             "s3",
             endpoint_url=f"http://127.0.0.1:{self.ports.s3}",

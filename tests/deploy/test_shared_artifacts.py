@@ -56,6 +56,9 @@ ADMIN_DELETE = (
 def s3() -> Iterator:
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
     server.start()
+    # moto keeps its buckets in this process, across servers: start from none.
+    reset = f"http://127.0.0.1:{S3_PORT}/moto-api/reset"
+    urllib.request.urlopen(urllib.request.Request(reset, method="POST"), timeout=10).close()
     client = boto3.client(
         "s3",
         endpoint_url=f"http://127.0.0.1:{S3_PORT}",
