@@ -191,7 +191,9 @@ class Cluster:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("MLAPP_", "DJANGO_", "WEB_", "PROMETHEUS_", "CELERY_", "AWS_"))
+            if not k.startswith(
+                ("MLAPP_", "DJANGO_", "WEB_", "GRPC_", "PROMETHEUS_", "CELERY_", "AWS_")
+            )
             and k not in {"PGDATABASE", "PYTEST_CURRENT_TEST"}
         }
         var = self.workdir / node

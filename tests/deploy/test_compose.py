@@ -103,3 +103,6 @@ def test_the_load_balancer_configuration_is_valid_for_haproxy():
     done = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "/v2/health/ready" in config.read_text()
+    # HTTP and gRPC both balanced over the web replicas.
+    assert "server-template web 8 web:8000" in config.read_text()
+    assert "web:8001 proto h2" in config.read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,12 @@ def test_static_files_are_collected_at_build(runtime):
     assert any("manage.py collectstatic" in i.arguments for i in runtime.all("RUN"))
 
 
+def test_http_and_grpc_ports_are_declared(runtime):
+    env = runtime.env()
+    assert (env["PORT"], env["GRPC_PORT"]) == ("8000", "8001")
+    assert runtime.last("EXPOSE").arguments.split() == ["8000", "8001"]
+
+
 def test_the_command_serves_and_migrates_nothing(runtime):
     command = runtime.last("CMD")
     assert command is not None
@@ -111,7 +118,7 @@ def _image_env(runtime: dockerfile.Stage, tmp: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("MLAPP_", "DJANGO_", "WEB_", "PROMETHEUS_", "CELERY_"))
+        if not k.startswith(("MLAPP_", "DJANGO_", "WEB_", "GRPC_", "PROMETHEUS_", "CELERY_"))
     }
     image = runtime.env()
     # The image's virtual environment first on PATH; here, this interpreter's.
@@ -180,12 +187,25 @@ def test_the_web_command_serves_and_its_healthcheck_passes(runtime, image, tmp_p
                 break
             time.sleep(0.5)
         assert _healthcheck(runtime, image).returncode == 0, log.read_text()[-3000:]
+        # The image's GRPC_PORT: every web worker serves gRPC beside HTTP.
+        assert _listening(GRPC_PORT, within_s=15), log.read_text()[-3000:]
     finally:
         if web.poll() is None:
             os.killpg(web.pid, signal.SIGTERM)
             web.wait(timeout=40)
     assert web.returncode == 0, log.read_text()[-3000:]
     assert _healthcheck(runtime, image).returncode != 0
+
+
+def _listening(port: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
 
 
 def test_the_worker_command_names_the_celery_app(image):

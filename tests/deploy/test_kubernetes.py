@@ -112,6 +112,11 @@ def test_disruption_budget_autoscaler_and_service_select_the_web_pods(base):
         _one(base, "PodDisruptionBudget", "mlapp-web")["spec"]["selector"]["matchLabels"]
     )
     assert selects(_one(base, "Service", "mlapp-web")["spec"]["selector"])
+    ports = {p["name"]: p for p in _container(base, "mlapp-web")["ports"]}
+    config = _one(base, "ConfigMap", "mlapp-config")["data"]
+    assert ports["grpc"]["containerPort"] == int(config["GRPC_PORT"])
+    service = {p["targetPort"] for p in _one(base, "Service", "mlapp-web")["spec"]["ports"]}
+    assert service == {"http", "grpc"}
     hpa = _one(base, "HorizontalPodAutoscaler", "mlapp-web")["spec"]
     assert hpa["scaleTargetRef"] == {
         "apiVersion": "apps/v1",

@@ -88,7 +88,9 @@ class Node:
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("MLAPP_", "DJANGO_", "WEB_", "PROMETHEUS_", "CELERY_", "AWS_"))
+            if not k.startswith(
+                ("MLAPP_", "DJANGO_", "WEB_", "GRPC_", "PROMETHEUS_", "CELERY_", "AWS_")
+            )
             and k != "PGDATABASE"
         }
         self.env.update(
