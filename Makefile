@@ -8,14 +8,14 @@ GRPC_PORT ?= 8001
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: install kserve-venv demo serve bench bench-grpc bench-traffic bench-batch bench-lookup bench-where bench-edge test test-sqlite test-postgres lint wheel clean
+.PHONY: install kserve-venv demo serve bench bench-grpc bench-traffic bench-batch bench-lookup bench-where bench-edge scaleout test test-sqlite test-postgres lint wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
 	# torch first, exact: the CPU wheel, never a range that could pull a CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[torch,onnx,edge,postgres,celery,serve,grpc,demo,dev]'
+	$(PIP) -e '.[torch,onnx,edge,postgres,celery,serve,grpc,s3,demo,dev]'
 	# ONNX Runtime Web into mlapp/static/mlapp/ort/ (npm; a warning where npm is missing).
 	$(BIN)/python web/build_ort.py --if-npm
 	touch $(STAMP)
@@ -93,6 +93,12 @@ bench-edge: install kserve-venv
 # perf and wrk): docs/performance.md, "By library".
 bench-where: install
 	$(BIN)/python bench/where.py
+
+# Two web nodes behind HAProxy, two Celery workers, PostgreSQL, Redis and an S3 server on
+# this machine: a promotion, a killed web node, a killed worker (docs/scaling.md). About a
+# minute; needs haproxy (apt-get install haproxy), PostgreSQL and Redis running.
+scaleout: install
+	$(BIN)/python bench/scaleout.py
 
 test: install kserve-venv
 	$(BIN)/python -m pytest

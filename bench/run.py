@@ -426,7 +426,7 @@ def _median(cells: list[Cell]) -> Cell:
 
 
 def run_memory(args, work: Path, load_core: int, results: Results) -> None:
-    """PSS of master + workers for a minilm-only server with 1 and with 2 workers."""
+    """PSS of master + workers for a minilm-only server with each count of workers asked."""
     var = work / "var-minilm"
     manage(var, "migrate", "--noinput", "-v0")
     manage(
@@ -436,7 +436,7 @@ def run_memory(args, work: Path, load_core: int, results: Results) -> None:
     set_batching(var, args.memory_batching)
     bodies = work / "minilm.bodies"
     bodies.write_bytes(b"\n".join(cases()["minilm"].bodies) + b"\n")
-    for workers in (1, 2):
+    for workers in args.memory_workers:
         port = free_port()
         env = django_env(var, port, WEB_WORKERS=str(workers), MLAPP_THREADS="1")
         name, extra = server_spec(args.servers[0])
@@ -609,11 +609,15 @@ def table(args, results: Results) -> str:
     if errors:
         lines.append(f"ERRORS (non-2xx or socket errors): {errors}")
     if results.memory:
-        one, two = results.memory.get(1), results.memory.get(2)
+        first = min(results.memory)
+        sizes = ", ".join(
+            f"{n} worker(s) {mib:.0f} MiB = {mib / results.memory[first]:.2f}x"
+            for n, mib in sorted(results.memory.items())
+        )
         lines.append(
             f"memory, minilm only, PSS of master + workers after {args.memory_seconds:g} s of "
             f"minilm traffic at c=8 ({args.servers[0]}, batching {args.memory_batching}): "
-            f"1 worker {one:.0f} MiB, 2 workers {two:.0f} MiB = {two / one:.2f}x"
+            f"{sizes}"
         )
     lines += logging_lines(args, results)
     return "\n".join(lines)
@@ -662,6 +666,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the memory lines")
     parser.add_argument("--memory-seconds", type=int, default=3)
+    parser.add_argument(
+        "--memory-workers", default="1,2", help="comma-separated worker counts, e.g. 1,2,4"
+    )
     parser.add_argument("--memory-batching", default="off", help="batching config for memory")
     parser.add_argument(
         "--raw-seconds", type=float, default=1.0, help="seconds of raw calls per run of a cell"
@@ -686,6 +693,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.cases = args.cases.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.servers = args.servers.split(",")
+    args.memory_workers = [int(n) for n in args.memory_workers.split(",")]
     args.batching = args.batching.split(",")
     args.log_rates = [float(r) for r in args.log_rates.split(",")] if args.log_rates else []
     if args.log_rates and args.log_rates[0] != 0:

@@ -14,7 +14,14 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-demo-key-change-me")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+# The loopback names stay allowed: a container's HEALTHCHECK and the probes of deploy/k8s
+# ask for them (Host: localhost), whatever names the site serves.
+ALLOWED_HOSTS = [
+    *os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(","),
+    "127.0.0.1",
+    "localhost",
+]
+ALLOWED_HOSTS = list(dict.fromkeys(host for host in ALLOWED_HOSTS if host))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -69,6 +76,10 @@ if os.environ.get("MLAPP_DB") == "postgres":
             "USER": os.environ.get("PGUSER", "postgres"),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
+            "PASSWORD": os.environ.get("PGPASSWORD", ""),
+            # Persistent connections, checked before reuse (a restarted PostgreSQL).
+            "CONN_MAX_AGE": int(os.environ.get("DJANGO_CONN_MAX_AGE", "0")),
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 else:
@@ -95,9 +106,30 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# The image collects them at build time into a read-only folder of its own.
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or VAR_DIR / "static")
 MEDIA_URL = "media/"
-MEDIA_ROOT = VAR_DIR / "media"
+MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT") or VAR_DIR / "media")
+
+# Artifacts in S3-compatible object storage (django-storages), shared by every web and worker
+# node, when a bucket is named; credentials come from boto3's usual sources (AWS_ACCESS_KEY_ID
+# and AWS_SECRET_ACCESS_KEY, a role). Else the local MEDIA_ROOT (one machine).
+if os.environ.get("MLAPP_S3_BUCKET"):
+    STORAGES = {
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": os.environ["MLAPP_S3_BUCKET"],
+                # MinIO, Ceph, moto...: the server's address; unset for AWS itself.
+                "endpoint_url": os.environ.get("MLAPP_S3_ENDPOINT_URL") or None,
+                "region_name": os.environ.get("MLAPP_S3_REGION") or None,
+                # A stored artifact is never replaced under its name (the sha256 guards it too).
+                "file_overwrite": False,
+                "default_acl": None,
+            },
+        },
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -120,6 +152,8 @@ SPECTACULAR_SETTINGS = {
 
 MLAPP = {
     "THREADS": int(os.environ["MLAPP_THREADS"]) if os.environ.get("MLAPP_THREADS") else None,
+    # Rows per Celery task of a batch job (bench/scaleout.py makes more, smaller chunks).
+    "BATCH_CHUNK_SIZE": int(os.environ.get("MLAPP_BATCH_CHUNK_SIZE") or 1000),
     # Batch jobs go through this app when it has a broker; else they run in-process.
     "CELERY_APP": "project.celery.app",
     # V2 inference skips URL resolving and the middleware above (none of it needs to see
