@@ -267,7 +267,11 @@ class Registry:
                 if name in self._errors:
                     raise ModelNotReady(f"Model {name!r} failed to load: {self.error(name)}")
                 raise ModelNotReady.no_production(name)
-            return loaded
+        # A first load here is a load like a reload: what keeps per-model state (the traffic
+        # policy) reads it now, in this call, rather than in a later request's thread.
+        for listener in self.listeners:
+            listener(name)
+        return loaded
 
     def _pinned_version(self, name: str, number: int) -> LoadedModel:
         key = (name, number)
