@@ -11,6 +11,7 @@ REQUIRED = [
     "mlapp/site_urls.py",
     "mlapp/templates/mlapp/api/filter_form.html",
     "mlapp/templates/admin/mlapp/stage_confirmation.html",
+    "mlapp/templates/admin/mlapp/mlmodel/monitoring.html",
     "mlapp/templates/mlapp/api/redoc.html",
     "mlapp/static/mlapp/admin.css",
     "mlapp/api/grpc/open_inference_grpc.proto",

@@ -6,7 +6,9 @@ server on the same artifacts (from ``.venv-kserve``), and a process making raw m
 wrk, pinned to another core, drives them over 127.0.0.1 for a fixed time per run: iris
 (TorchScript), digits (ONNX) and minilm (ONNX + tokenizer), OIP V2 JSON, batch 1, at each
 concurrency; the raw call is measured next to each cell, and each cell runs three times, the
-servers taking turns. Prints one table, then the memory (PSS) of one worker against two.
+servers taking turns. Prints one table, then the memory (PSS) of one worker against two, then
+iris with the prediction log off, at 1 % and at 100 % (three servers taking turns, same
+conditions) and the rows the log's writer inserts per second on SQLite and PostgreSQL.
 
     make bench                       # the whole run (about 7 minutes)
     make bench BENCH_ARGS=--quick    # c=1 and 32, one run per cell (about 2 minutes)
@@ -272,6 +274,10 @@ class Results:
     cells: dict[tuple[str, str, int], Cell] = field(default_factory=dict)
     memory: dict[int, float] = field(default_factory=dict)
     targets: list[str] = field(default_factory=list)
+    #: (sample rate, concurrency) -> iris with the prediction log at that rate.
+    logging: dict[tuple[float, int], Cell] = field(default_factory=dict)
+    #: database vendor -> rows per second of the log's writer (or why not measured).
+    log_rows: dict[str, dict] = field(default_factory=dict)
 
 
 class RawCall:
@@ -410,6 +416,103 @@ def run_memory(args, work: Path, load_core: int, results: Results) -> None:
         log(f"memory: {workers} worker(s): {results.memory[workers]:.0f} MiB PSS ({each})")
 
 
+def set_log_rate(var_dir: Path, model: str, rate: float) -> None:
+    code = (
+        "from mlapp.models import MLModel\n"
+        f"MLModel.objects.filter(name={model!r}).update(monitoring={{'sample_rate': {rate!r}}})\n"
+    )
+    manage(var_dir, "shell", "-c", code)
+
+
+def run_logging(args, work: Path, server_core: int, load_core: int, results: Results) -> None:
+    """iris over V2 with the prediction log at each rate: one server per rate, pinned to the
+    server core, taking turns per repeat as the main table's servers do; the writer thread
+    runs in the worker, so its cost is in the figures."""
+    case = cases()["iris"]
+    bodies = work / "iris-log.bodies"
+    bodies.write_bytes(b"\n".join(case.bodies) + b"\n")
+    name, extra = server_spec(args.servers[0])
+    with ExitStack() as stack:
+        servers = {}
+        for rate in args.log_rates:
+            var = copy_database(work / "var", work / f"var-log-{rate}")
+            set_batching(var, args.batching[0])
+            set_log_rate(var, case.model, rate)
+            port = free_port()
+            server = Server(
+                f"iris, log {rate:g}",
+                ["taskset", "-c", str(server_core), *SERVERS[name]],
+                django_env(var, port, **extra),
+                port,
+                work / f"server-log-{rate}.log",
+            )
+            stack.callback(server.stop)
+            servers[rate] = server
+        for server in servers.values():
+            server.wait_ready()
+        ordered = list(servers.items())
+        for c in args.concurrency:
+            runs: dict[float, list[Cell]] = {rate: [] for rate in servers}
+            for repeat in range(args.repeat):
+                turn = ordered[repeat % len(ordered) :] + ordered[: repeat % len(ordered)]
+                for rate, server in turn:
+                    path = f"/v2/models/{case.model}/infer"
+                    runs[rate].append(measure(server, load_core, bodies, path, c, args))
+            for rate in servers:
+                cell = results.logging[(rate, c)] = _median(runs[rate])
+                rps = cell.requests_per_s
+                log(f"iris, prediction log at {rate:>5g}: c={c:<3} {rps:8.0f} req/s")
+    for label, env in (("sqlite", {}), ("postgresql", {"MLAPP_DB": "postgres"})):
+        if label == "postgresql" and not _postgres_reachable():
+            results.log_rows[label] = {"error": "PostgreSQL not reachable (PGHOST:PGPORT)"}
+            continue
+        extra_env = {**env, "PGDATABASE": os.environ.get("PGDATABASE", "mlapp_bench_log")}
+        done = subprocess.run(
+            [PYTHON, str(ROOT / "bench/predlog.py"), "--rows", str(args.log_rows)],
+            cwd=ROOT, env=django_env(work / "var-log-rows", **extra_env),
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode:
+            results.log_rows[label] = {"error": done.stderr.strip().splitlines()[-1]}
+        else:
+            results.log_rows[label] = json.loads(done.stdout.strip().splitlines()[-1])
+        log(f"prediction log writer on {label}: {results.log_rows[label]}")
+
+
+def _postgres_reachable() -> bool:
+    host, port = os.environ.get("PGHOST", "127.0.0.1"), int(os.environ.get("PGPORT", "5432"))
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def logging_lines(args, results: Results) -> list[str]:
+    """iris req/s with the log at each rate, as a share of the log off; the writer's rows/s."""
+    lines = []
+    for c in args.concurrency:
+        off = results.logging.get((0.0, c))
+        if off is None:
+            continue
+        parts = []
+        for rate in args.log_rates:
+            cell = results.logging[(rate, c)]
+            share = f" = {cell.requests_per_s / off.requests_per_s:.0%} of off" if rate else ""
+            cpu = f", {cell.cpu_us_per_request:.0f} CPU µs/req" if cell.cpu_us_per_request else ""
+            parts.append(f"{rate:g}: {cell.requests_per_s:.0f} req/s{share}{cpu}")
+        lines.append(f"prediction log, iris c={c}: " + ", ".join(parts))
+    for label, found in results.log_rows.items():
+        if "error" in found:
+            lines.append(f"prediction log writer, {label}: not measured ({found['error']})")
+        else:
+            lines.append(
+                f"prediction log writer, {label}: {found['rows_per_s']:.0f} rows/s "
+                f"({found['rows']} rows, {found['rows_per_insert']} per insert)"
+            )
+    return lines
+
+
 # -- the table --------------------------------------------------------------------------------
 
 
@@ -459,6 +562,7 @@ def table(args, results: Results) -> str:
             f"minilm traffic at c=8 ({args.servers[0]}, batching {args.memory_batching}): "
             f"1 worker {one:.0f} MiB, 2 workers {two:.0f} MiB = {two / one:.2f}x"
         )
+    lines += logging_lines(args, results)
     return "\n".join(lines)
 
 
@@ -506,6 +610,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per cell, in turn; the median is shown"
     )
+    parser.add_argument(
+        "--log-rates",
+        default="0,0.01,1",
+        help="prediction log sample rates iris is measured at (the first must be 0); empty: skip",
+    )
+    parser.add_argument(
+        "--log-rows", type=int, default=20000, help="rows the log's writer inserts, timed"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
@@ -516,6 +628,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.servers = args.servers.split(",")
     args.batching = args.batching.split(",")
+    args.log_rates = [float(r) for r in args.log_rates.split(",")] if args.log_rates else []
+    if args.log_rates and args.log_rates[0] != 0:
+        parser.error("--log-rates must start with 0 (the figures are shares of logging off)")
     unknown = [s for s in args.servers if server_spec(s)[0] not in SERVERS]
     if unknown:
         parser.error(f"unknown server(s) {unknown}")
@@ -545,6 +660,8 @@ def main(argv: list[str] | None = None) -> None:
             run_targets(args, work, server_core, load_core, results)
         if not args.no_memory:
             run_memory(args, work, load_core, results)
+        if args.log_rates and not args.memory_only:
+            run_logging(args, work, server_core, load_core, results)
     finally:
         if args.keep:
             log(f"logs kept in {work}")
@@ -561,6 +678,8 @@ def main(argv: list[str] | None = None) -> None:
             "raw": {f"{n}|{c}": v for (n, c), v in results.raw.items()},
             "cells": {f"{t}|{n}|{c}": vars(v) for (t, n, c), v in results.cells.items()},
             "memory": results.memory,
+            "logging": {f"{r}|{c}": vars(v) for (r, c), v in results.logging.items()},
+            "log_rows": results.log_rows,
         }
         args.json.write_text(json.dumps(data, indent=2))
 

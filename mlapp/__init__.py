@@ -17,15 +17,24 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def predict(name: str, inputs: Any, *, version: int | None = None) -> Prediction:
+def predict(
+    name: str,
+    inputs: Any,
+    *,
+    version: int | None = None,
+    key: str | None = None,
+    request_id: str | None = None,
+) -> Prediction:
     """Run model ``name`` (its production version, or ``version``) on ``inputs``.
 
     ``inputs`` maps input names to nested lists or arrays (a bare value for a model with one
     input). Returns a :class:`mlapp.serving.service.Prediction` naming the version that answered.
     Raises subclasses of :class:`mlapp.exceptions.MLAppError` on bad input or a missing model.
+    ``key`` and ``request_id`` name the request in the prediction log (feedback finds it by
+    either), when the model logs it.
     """
     # Imported here so that ``import mlapp`` works before Django's app registry is ready.
     from mlapp.serving.inputs import named
     from mlapp.serving.service import service
 
-    return service.predict(name, named(inputs), version=version)
+    return service.predict(name, named(inputs), version=version, key=key, request_id=request_id)

@@ -37,6 +37,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     ]
     errors += [_message(problem) for problem in settings.problems()]
     errors += _check_batching()
+    errors += _check_monitoring()
     return errors
 
 
@@ -53,6 +54,28 @@ def _check_batching() -> list[CheckMessage]:
         return []
     except (TypeError, ValueError) as exc:
         return [Error(f"MLAPP['BATCHING'] {exc}.", hint=BATCHING_HINT, id="mlapp.E002")]
+    return []
+
+
+def _check_monitoring() -> list[CheckMessage]:
+    """The keys of ``MLAPP["MONITORING"]`` (once it is a dict), and its redaction hook."""
+    from django.utils.module_loading import import_string
+
+    from mlapp.serving.monitorconf import log_settings
+
+    hint = "See docs/monitoring.md for the keys of MLAPP['MONITORING']."
+    try:
+        found = log_settings()
+    except InvalidSetting:  # not a dict: reported with the other problems
+        return []
+    except (KeyError, TypeError, ValueError) as exc:
+        return [Error(f"MLAPP['MONITORING'] {exc}.", hint=hint, id="mlapp.E002")]
+    if found.redact:
+        try:
+            import_string(found.redact)
+        except ImportError as exc:
+            message = f"MLAPP['MONITORING']['REDACT'] {found.redact!r} cannot be imported: {exc}"
+            return [Error(message, hint=hint, id="mlapp.E003")]
     return []
 
 

@@ -26,7 +26,7 @@ serving_changed = Signal()
 
 #: The fields of each table that change what a model serves.
 WATCHED: dict[type, tuple[str, ...]] = {
-    MLModel: ("name", "handler", "serving"),
+    MLModel: ("name", "handler", "serving", "monitoring"),
     ModelVersion: ("stage",),
 }
 _SNAPSHOT = "_mlapp_served"

@@ -72,3 +72,12 @@ def run_batch_chunk(
             return {"written": 0, "failed": 0}
         raise self.retry(exc=exc, countdown=retry_delay, max_retries=limit, kwargs=kwargs) from exc
     return {"written": outcome.written, "failed": outcome.failed}
+
+
+@shared_task(name="mlapp.check_drift", ignore_result=True)
+def check_drift(model: str | None = None, hours: float = 24.0) -> int:
+    """The periodic drift job (put it on a beat schedule): one report per version with a
+    reference and logged requests in the last ``hours``; returns how many drifted."""
+    from mlapp.monitoring.drift import check_drift as run
+
+    return sum(report.drifted for report in run(model, hours=hours))

@@ -128,6 +128,9 @@ MLAPP = {
     # The Open Inference Protocol over gRPC beside HTTP when GRPC_PORT is set (make demo and
     # make serve set it: 8001 unless told otherwise).
     "GRPC_PORT": int(os.environ["GRPC_PORT"]) if os.environ.get("GRPC_PORT") else None,
+    # Seconds between writes of the prediction log (tests stretch it to prove the writes at
+    # a graceful stop).
+    "MONITORING": {"FLUSH_INTERVAL": float(os.environ.get("MLAPP_LOG_FLUSH_INTERVAL") or 1.0)},
     # The example app's table as a batch source (project/flowers/sources.py).
     "BATCH_SOURCES": {
         "flowers": {

@@ -164,3 +164,67 @@ def confusion_matrix_chart(matrix: Sequence[Sequence[int]], labels: Sequence[Any
                 )
     label = f"Confusion matrix of {n} classes (rows: true class, columns: predicted class)"
     return _svg(width, height, label, body, "mlapp-confusion")
+
+
+def line_chart(
+    series: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    *,
+    label: str,
+    unit: str = "",
+    threshold: float | None = None,
+    empty: str = "no data yet",
+) -> SafeString:
+    """One line per named series of ``(time, value)`` points (UNIX seconds), a dashed
+    threshold when given; the legend names the series in their colours."""
+    width, height, left, right, top, bottom = 520, 170, 44, 12, 12, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    points = [p for _, values in series for p in values]
+    body = [
+        f'<line class="mlapp-axis" x1="{left}" y1="{top + plot_h}" '
+        f'x2="{left + plot_w}" y2="{top + plot_h}"/>',
+    ]
+    if not points:
+        body.append(
+            f'<text class="mlapp-label" x="{left + plot_w / 2}" y="{top + plot_h / 2}" '
+            f'text-anchor="middle">{escape(empty)}</text>'
+        )
+        return _svg(width, height, f"{label}: {empty}", body, "mlapp-lines")
+    x0 = min(t for t, _ in points)
+    x1 = max(t for t, _ in points)
+    top_value = max([v for _, v in points] + ([threshold] if threshold is not None else []))
+    top_value = top_value or 1.0
+    span = (x1 - x0) or 1.0
+
+    def xy(t: float, v: float) -> str:
+        x = left + plot_w * ((t - x0) / span if x1 > x0 else 0.5)
+        return f"{_num(x)},{_num(top + plot_h - plot_h * v / top_value)}"
+
+    body += [
+        f'<text class="mlapp-label" x="{left - 4}" y="{top + 8}" text-anchor="end">'
+        f"{_num(top_value)}{escape(unit)}</text>",
+        f'<text class="mlapp-label" x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>',
+    ]
+    if threshold is not None:
+        y = top + plot_h - plot_h * threshold / top_value
+        body.append(
+            f'<line class="mlapp-threshold" x1="{left}" y1="{_num(y)}" '
+            f'x2="{left + plot_w}" y2="{_num(y)}"><title>threshold {_num(threshold)}</title></line>'
+        )
+    for index, (name, values) in enumerate(series):
+        css = f"mlapp-series-{index % 6}"
+        coords = [xy(t, v) for t, v in sorted(values)]
+        if len(coords) > 1:
+            body.append(f'<polyline class="mlapp-series {css}" points="{" ".join(coords)}"/>')
+        for (_, v), coord in zip(sorted(values), coords, strict=True):
+            cx, cy = coord.split(",")
+            body.append(
+                f'<circle class="mlapp-series-dot {css}" cx="{cx}" cy="{cy}" r="2.5">'
+                f"<title>{escape(name)}: {v:.4g}</title></circle>"
+            )
+        legend_x = left + (index % 4) * (plot_w / 4)
+        legend_y = height - 22 + (index // 4) * 11
+        body.append(
+            f'<text class="mlapp-label mlapp-legend {css}" x="{_num(legend_x)}" '
+            f'y="{_num(legend_y)}">{escape(name)}</text>'
+        )
+    return _svg(width, height, label, body, "mlapp-lines")

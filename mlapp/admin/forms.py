@@ -29,7 +29,7 @@ class MLModelForm(forms.ModelForm):
 
     class Meta:
         model = MLModel
-        fields = ["name", "description", "task", "handler", "serving"]
+        fields = ["name", "description", "task", "handler", "serving", "monitoring"]
 
     def clean_handler(self) -> str:
         path = (self.cleaned_data.get("handler") or "").strip()

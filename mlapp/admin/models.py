@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -23,14 +24,14 @@ from mlapp.admin.display import (
     version_link,
 )
 from mlapp.admin.forms import MLModelForm
+from mlapp.admin.monitoring import monitoring_page
 from mlapp.admin.stages import ROLL_BACK
 from mlapp.admin.versions import delete_files_on_commit
-from mlapp.exceptions import MLAppError
 from mlapp.models import BatchJob, MLModel, ModelVersion
 from mlapp.runtimes.tensors import Signature
-from mlapp.serving.handling import import_handler
 from mlapp.serving.service import service
 from mlapp.serving.stats import request_stats
+from mlapp.versions.handler_change import change_message, signature_change
 from mlapp.versions.lifecycle import log_change
 
 if TYPE_CHECKING:
@@ -48,37 +49,6 @@ if TYPE_CHECKING:
 RECENT_JOBS = 8
 #: The POST field that confirms a handler change which changes the public signature.
 CONFIRM_HANDLER = "confirm_handler_change"
-
-
-def describe(signature: Signature | None) -> str:
-    """A signature on one line, for the admin log."""
-    if signature is None:
-        return "unknown"
-
-    def specs(items: Any) -> str:
-        return ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in items) or "none"
-
-    return f"inputs {specs(signature.inputs)}; outputs {specs(signature.outputs)}"
-
-
-def signature_change(model: MLModel, new_handler: str) -> tuple[Signature | None, Signature] | None:
-    """``(before, after)``: the public signature of ``model``'s production version with its
-    handler and with ``new_handler``, when they differ (None: no change, nothing to compare,
-    or a handler path the form refuses)."""
-    production = model.production_version
-    if production is None:
-        return None
-    runtime = Signature.from_dict(production.signature)
-    try:
-        cls = import_handler(new_handler) if new_handler else None
-        after = cls(model.name, runtime).signature() if cls else runtime
-    except Exception:
-        return None  # the form says what is wrong with it
-    try:
-        before: Signature | None = service.public_signature(production)
-    except MLAppError:
-        before = None  # the current handler is broken: any change is worth a look
-    return None if before == after else (before, after)
 
 
 class ModelVersionInline(VersionColumns, admin.TabularInline):
@@ -134,7 +104,7 @@ class MLModelAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: MLModel | None = None) -> Any:
         fieldsets: list[Any] = [
-            (None, {"fields": ["name", "description", "task", "handler", "serving"]}),
+            (None, {"fields": ["name", "description", "task", "handler", "serving", "monitoring"]}),
         ]
         if obj is not None:
             fieldsets.append((_("Activity"), {"fields": self.activity_fields}))
@@ -144,18 +114,12 @@ class MLModelAdmin(admin.ModelAdmin):
         return self.activity_fields if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: MLModel, form: Any, change: bool) -> None:
-        before = None
+        message = None
         if change and "handler" in form.changed_data:
-            before = signature_change(MLModel.objects.get(pk=obj.pk), obj.handler)
+            stored = MLModel.objects.get(pk=obj.pk)
+            message = change_message(stored, obj.handler, signature_change(stored, obj.handler))
         super().save_model(request, obj, form, change)
-        if change and "handler" in form.changed_data:
-            old = form.initial.get("handler") or "none"
-            message = f"Handler: {old} → {obj.handler or 'none'}."
-            if before is not None:
-                message += (
-                    f" Public signature changed (confirmed): {describe(before[0])} → "
-                    f"{describe(before[1])}."
-                )
+        if message is not None:
             log_change(request.user, obj, message)
 
     def delete_model(self, request: HttpRequest, obj: MLModel) -> None:
@@ -270,8 +234,29 @@ class MLModelAdmin(admin.ModelAdmin):
             path(
                 "<path:object_id>/rollback/", view(self.rollback_view), name="mlapp_model_rollback"
             ),
+            path(
+                "<path:object_id>/monitoring/",
+                view(self.monitoring_view),
+                name="mlapp_model_monitoring",
+            ),
             *super().get_urls(),
         ]
+
+    def monitoring_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The model's monitoring page: logged traffic, live accuracy, drift, last requests."""
+        model = self.get_object(request, object_id)
+        if model is None:
+            raise Http404(_("No such model."))
+        if not self.has_view_permission(request, model):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "model": model,
+            "title": _("Monitoring of %(name)s") % {"name": model.name},
+            **monitoring_page(model),
+        }
+        return TemplateResponse(request, "admin/mlapp/mlmodel/monitoring.html", context)
 
     def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         model = self.get_object(request, object_id)

@@ -55,13 +55,19 @@ STUCK_AFTER = timedelta(minutes=10)
 
 
 def celery_app() -> Any | None:
-    """The Celery app jobs are sent through (``MLAPP["CELERY_APP"]``), or None without Celery."""
+    """The Celery app jobs are sent through, or None without Celery: ``MLAPP["CELERY_APP"]``,
+    else the project's own app (Celery's current app), else :mod:`mlapp.celery`'s app when
+    the project made none (Celery's unconfigured fallback is named ``default``)."""
     if settings.CELERY_APP is not None:
         return settings.CELERY_APP
     try:
         from celery import current_app
     except ImportError:
         return None
+    if current_app.main == "default":
+        from mlapp.celery import app
+
+        return app
     return current_app
 
 

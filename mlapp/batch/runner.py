@@ -30,6 +30,7 @@ from mlapp.exceptions import BadSource, InvalidInput, MLAppError
 from mlapp.models import BatchJob, BatchPrediction
 from mlapp.runtimes.tensors import Signature
 from mlapp.serving.inputs import named, validate_inputs
+from mlapp.serving.predlog import recorder
 from mlapp.serving.service import service, to_json_value
 
 logger = logging.getLogger("mlapp.batch")
@@ -141,12 +142,15 @@ def _run_group(
         if len(members) == 1
         else {n: np.concatenate([arrays[n] for _, arrays in members]) for n in names}
     )
-    outputs = service.predict(model, named(stacked), version=version).outputs
+    # Stored as BatchPrediction rows: not written to the prediction log too.
+    with recorder.suspended():
+        outputs = service.predict(model, named(stacked), version=version).outputs
     rows = sum(counts)
     if len(members) > 1 and any(o.ndim == 0 or len(o) != rows for o in outputs.values()):
         # Outputs not one row per input row cannot be split: run each item on its own.
         for key, arrays in members:
-            single = service.predict(model, named(arrays), version=version).outputs
+            with recorder.suspended():
+                single = service.predict(model, named(arrays), version=version).outputs
             yield key, {n: to_json_value(o) for n, o in single.items()}
         return
     start = 0

@@ -51,6 +51,7 @@ class MLAppSettings:
     ONNX_GRAPH_OPTIMIZATION: str
     LOAD_ON_STARTUP: bool
     BATCHING: dict[str, Any]
+    MONITORING: dict[str, Any]
     BATCH_CHUNK_SIZE: int
     BATCH_EXECUTOR: str
     #: The Celery app object, or None.

@@ -86,6 +86,26 @@ DEFAULTS: dict[str, Any] = {
     "READ_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "PREDICT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "MANAGE_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Model monitoring (docs/monitoring.md). The prediction log: each process buffers the
+    # sampled requests (a model's MLModel.monitoring["sample_rate"]; 0, the default, logs
+    # nothing) and a background thread bulk-inserts them. BUFFER_SIZE: rows waiting at most
+    # (beyond, a request's row is dropped and counted, the request never waits);
+    # FLUSH_INTERVAL: seconds between writes; FLUSH_ROWS: rows per insert (a fuller buffer is
+    # written at once); MAX_PAYLOAD_BYTES: inputs (or outputs) longer than this as JSON are
+    # stored as their shapes only; REDACT: dotted path of a function (model name, inputs,
+    # outputs) -> (inputs, outputs) on JSON values, run before a row is stored.
+    # Drift: THRESHOLDS a model's monitoring["thresholds"] overrides (PSI and KS per numeric
+    # feature, PSI of the predicted classes and of text lengths, rise of the out-of-vocabulary
+    # rate); REFERENCE_ROWS: logged rows a reference is taken from ("the first N requests").
+    "MONITORING": {
+        "BUFFER_SIZE": 10000,
+        "FLUSH_INTERVAL": 1.0,
+        "FLUSH_ROWS": 1000,
+        "MAX_PAYLOAD_BYTES": 16384,
+        "REDACT": None,
+        "THRESHOLDS": {"psi": 0.2, "ks": 0.2, "classes": 0.2, "length": 0.2, "oov": 0.1},
+        "REFERENCE_ROWS": 500,
+    },
     # Format key -> runtime, in the shape of Django's STORAGES: "BACKEND" is the dotted path
     # of a mlapp.runtimes.Runtime subclass, "OPTIONS" go to its constructor over the global
     # ones (threads, graph_optimization). Add a key to serve a new format; a default format

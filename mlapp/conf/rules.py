@@ -197,6 +197,10 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     ),
     # Its keys are BatchingConfig's to check (mlapp.checks): the serving layer reads it.
     "BATCHING": _rule(lambda v: isinstance(v, dict), "must be a dict.", BATCHING_HINT),
+    # Its keys are mlapp.serving.monitorconf's to check (mlapp.checks).
+    "MONITORING": _rule(
+        lambda v: isinstance(v, dict), "must be a dict.", "See docs/monitoring.md for its keys."
+    ),
     "BATCH_CHUNK_SIZE": _rule(_positive_int, "must be a positive integer.", "e.g. 1000."),
     "BATCH_EXECUTOR": _rule(
         lambda v: v in BATCH_EXECUTORS, "is not a known executor.", "'auto', 'celery' or 'thread'."

@@ -37,6 +37,7 @@ from mlapp.serving.handling import (
     load_handler,
     smoke_run,
 )
+from mlapp.serving.monitorconf import sample_rate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -65,6 +66,8 @@ class LoadedModel:
     batching: BatchingConfig | None = None
     #: Groups concurrent requests into one call; None when not batched.
     batcher: MicroBatcher | None = None
+    #: Share of its requests the prediction log keeps (``MLModel.monitoring``); 0: none.
+    log_rate: float = 0.0
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Handler preprocess, the runtime, handler postprocess, on validated inputs."""
@@ -287,5 +290,6 @@ def load_version(version: ModelVersion) -> LoadedModel:
         signature=handler.signature() if handler else signature,
         handler=handler,
         handler_path=version.model.handler,
+        log_rate=sample_rate(version.model.monitoring),
     )
     return attach_batcher(loaded, batching_config(version.model))

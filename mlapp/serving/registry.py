@@ -46,6 +46,7 @@ from mlapp.models import MLModel, ModelVersion
 from mlapp.serving import metrics
 from mlapp.serving.config import BatchingConfig
 from mlapp.serving.loading import LoadedModel, attach_batcher, batching_config, load_version, retire
+from mlapp.serving.monitorconf import sample_rate
 from mlapp.serving.watcher import ChangeWatcher
 from mlapp.signals import serving_changed
 
@@ -175,6 +176,7 @@ class Registry:
             # Back to what is answering (say, a roll back after a version failed to load).
             with self._lock:
                 self._errors.pop(name, None)
+            current.log_rate = sample_rate(version.model.monitoring)
             config = batching_config(version.model)
             if config != current.batching:
                 return self._swap_batcher(current, config)

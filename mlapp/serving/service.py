@@ -22,6 +22,7 @@ from mlapp.runtimes.tensors import Signature, sample_inputs
 from mlapp.serving import metrics
 from mlapp.serving.handling import handler_class, load_handler
 from mlapp.serving.inputs import Decoder, check_rows
+from mlapp.serving.predlog import recorder
 from mlapp.serving.registry import LoadedModel, Registry, registry
 from mlapp.serving.stats import record_request
 
@@ -262,6 +263,8 @@ class InferenceService:
         *,
         version: int | None = None,
         protocol: str = PYTHON,
+        request_id: str | None = None,
+        key: str | None = None,
     ) -> Prediction:
         """Run model ``name`` (its production version, or ``version``) on a request.
 
@@ -269,7 +272,8 @@ class InferenceService:
         the version that answers (:func:`mlapp.serving.inputs.named` for values keyed by
         input name). ``protocol`` labels the request in the metrics (``v2``, ``native``,
         ``python``). Concurrent calls meet in the version's micro-batcher when batching is
-        on for it.
+        on for it. ``request_id`` and ``key`` (the caller's, when sent) go to the prediction
+        log when the model samples this request.
         """
         started = time.perf_counter()
         try:
@@ -295,6 +299,8 @@ class InferenceService:
         elapsed = time.perf_counter() - started
         observed.answered(elapsed)
         record_request(loaded.name, elapsed)
+        if loaded.log_rate:
+            recorder.offer(loaded, arrays, outputs, elapsed, protocol, request_id, key)
         return Prediction(loaded.name, loaded.version, outputs, loaded.signature)
 
 

@@ -20,12 +20,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from mlapp.exceptions import MLAppError, StageError
+from mlapp.exceptions import Conflict, MLAppError, StageError
 from mlapp.files import as_local_file, save_with_file
 from mlapp.models import MLModel, ModelVersion
 from mlapp.serving.handling import import_handler
 from mlapp.serving.loading import load_version
 from mlapp.serving.registry import registry
+from mlapp.versions.handler_change import change_message, signature_change, unconfirmed_message
 from mlapp.versions.inspection import ArtifactReport
 from mlapp.versions.validation import validate_artifact
 
@@ -46,6 +47,7 @@ def register_version(
     created_by: Any = None,
     promote: bool = False,
     report: ArtifactReport | None = None,
+    confirm_handler_change: bool = False,
 ) -> ModelVersion:
     """Validate an artifact, then store it as the model's next version (in ``staging``).
 
@@ -55,9 +57,18 @@ def register_version(
     ``report`` is the result of a validation this caller already ran on this very file.
     A ``handler`` path that does not name a handler class raises ``ArtifactError``; the upload
     is validated through the handler that will serve it (``handler``, else the model's own).
+    A new ``handler`` that would change the public signature of the production version
+    raises ``Conflict`` unless ``confirm_handler_change``; a handler change is written to the
+    model's history.
     """
     if handler:
         import_handler(handler)
+    existing = MLModel.objects.filter(name=model_name).first()
+    handler_change = None
+    if handler is not None and existing is not None and handler != existing.handler:
+        handler_change = signature_change(existing, handler)
+        if handler_change is not None and not confirm_handler_change:
+            raise Conflict(unconfirmed_message(existing, handler, handler_change))
     with as_local_file(artifact) as path:
         if report is None:
             report = validate_upload(path, model_name, signature=signature, handler=handler)
@@ -67,6 +78,9 @@ def register_version(
             model, _ = MLModel.objects.get_or_create(name=model_name)
             model = MLModel.objects.select_for_update().get(pk=model.pk)
             changed = []
+            history = None
+            if handler is not None and model.handler != handler:
+                history = change_message(model, handler, handler_change)
             for field, value in (
                 ("handler", handler),
                 ("description", description),
@@ -77,6 +91,8 @@ def register_version(
                     changed.append(field)
             if changed:
                 model.save(update_fields=[*changed, "updated_at"])
+            if history is not None and created_by is not None:
+                log_change(created_by, model, history)
             number = (model.versions.aggregate(n=Max("version"))["n"] or 0) + 1
             version = ModelVersion(
                 model=model,

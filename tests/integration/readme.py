@@ -1,4 +1,5 @@
-"""The README's "Adding mlapp to your project", read as what a host project applies."""
+"""The README's "Adding mlapp to your project" and "Deploying your project", read as what a
+host project applies."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Adding mlapp to your project"
+DEPLOY = "## Deploying your project"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 #: A Python block that starts with ``# settings.py``, ``# urls.py`` or ``# wsgi.py`` is added at
 #: the end of that file of the project ``django-admin startproject`` wrote.
@@ -24,18 +26,18 @@ class Integration:
     installs: list[str]
 
 
-def section(text: str | None = None) -> str:
+def section(text: str | None = None, title: str = SECTION) -> str:
     text = README.read_text() if text is None else text
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
     return text[start : end if end != -1 else len(text)]
 
 
-def integration(text: str | None = None) -> Integration:
+def integration(text: str | None = None, title: str = SECTION) -> Integration:
     files: dict[str, list[str]] = {}
     commands: list[list[str]] = []
     installs: list[str] = []
-    for language, body in _FENCE.findall(section(text)):
+    for language, body in _FENCE.findall(section(text, title)):
         target = _TARGET.match(body)
         if language == "python" and target:
             files.setdefault(f"{target.group(1)}.py", []).append(body)

@@ -6,7 +6,10 @@ but not its editable mlapp), ``django-admin startproject shop`` writes a project
 of the README's "Adding mlapp to your project" are added at the end of its files and its
 ``manage.py`` lines are run (migrate, register_model with a model built here, collectstatic,
 check --deploy, mlapp_serve with DEBUG = False), then every kind of page mlapp serves is
-fetched through the production server: none may answer 500.
+fetched through the production server: none may answer 500. The README's "Deploying your
+project" is followed too: its settings block, its commands, a Celery worker started with
+``mlapp_worker`` (the project has no Celery app of its own) on a real Redis broker, and a
+batch job submitted over the API run by that worker.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ import numpy as np
 import pytest
 
 from tests import artifacts
-from tests.integration.readme import integration
+from tests.integration.readme import DEPLOY, integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "integration-test-password"
 ON_POSTGRES = os.environ.get("MLAPP_TEST_DB") == "postgres"
+#: The deployment's broker: a Redis database of its own, emptied first.
+BROKER_URL = os.environ.get("MLAPP_TEST_HOST_BROKER_URL", "redis://127.0.0.1:6379/10")
+CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 pytestmark = pytest.mark.slow
 
 
@@ -155,17 +161,37 @@ def database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def broker() -> str:
+    """The Redis database the deployment's broker uses, emptied; a missing Redis fails under
+    CI=true and skips with the reason elsewhere."""
+    import redis
+
+    client = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=1)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        message = f"Redis is not reachable at {BROKER_URL}: {exc}"
+        if CI:
+            pytest.fail(f"{message}; CI=true requires it.")
+        pytest.skip(message)
+    finally:
+        client.close()
+    return BROKER_URL
+
+
+@pytest.fixture(scope="module")
 def shop(venv: Path, database: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``django-admin startproject shop``, then the README's blocks at the end of its files."""
     home = tmp_path_factory.mktemp("host")
     env = _clean_env(venv)
     _run([str(venv / "bin" / "python"), "-m", "django", "startproject", "shop"], cwd=home, env=env)
     project = home / "shop"
-    readme = integration()
+    readme, deploy = integration(), integration(title=DEPLOY)
     assert set(readme.files) == {"settings.py", "urls.py", "wsgi.py"}, readme.files
-    for name, blocks in readme.files.items():
-        path = project / "shop" / name
-        path.write_text(path.read_text() + "".join(f"\n{block}" for block in blocks))
+    for section in (readme, deploy):
+        for name, blocks in section.files.items():
+            path = project / "shop" / name
+            path.write_text(path.read_text() + "".join(f"\n{block}" for block in blocks))
     # What a deployment sets itself (not mlapp's business): no debug pages, the host it serves.
     settings = project / "shop" / "settings.py"
     settings.write_text(
@@ -177,16 +203,21 @@ def shop(venv: Path, database: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def served(shop: Path, venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The README's manage.py lines, in order; the last one serves, on a free port."""
-    env = _clean_env(venv)
+def served(
+    shop: Path, venv: Path, broker: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The README's manage.py lines, in order (the integration's, then the deployment's);
+    the worker starts, and the last line serves, on a free port."""
+    env = {**_clean_env(venv), "CELERY_BROKER_URL": broker}
     python = str(venv / "bin" / "python")
     model = artifacts.onnx(tmp_path_factory.mktemp("export") / "model.onnx")
     commands = integration().commands
     *steps, serve = commands
     assert serve[0] == "mlapp_serve", commands
+    *deploy_steps, work, deploy_serve = integration(title=DEPLOY).commands
+    assert (work[0], deploy_serve[0]) == ("mlapp_worker", "mlapp_serve")
     outputs = {}
-    for step in steps:
+    for step in [*steps, *deploy_steps]:
         step = [str(model) if arg.endswith((".onnx", ".pt", ".pt2")) else arg for arg in step]
         outputs[step[0]] = _run([python, "manage.py", *step], cwd=shop, env=env)
     assert "mlapp." not in outputs["check"], outputs["check"]  # no mlapp error nor warning
@@ -208,6 +239,15 @@ def served(shop: Path, venv: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     token = _run([python, "manage.py", "drf_create_token", "admin"], cwd=shop, env=env)
     assert re.search(r"\b[0-9a-f]{40}\b", token), token
 
+    worker_log = (shop / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [python, "manage.py", *work, "--concurrency", "1"],
+        cwd=shop,
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     port = _free_port()
     serve = [arg if arg != "8000" else str(port) for arg in serve]
     log = (shop / "serve.log").open("w")
@@ -232,13 +272,15 @@ def served(shop: Path, venv: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                 time.sleep(0.3)
         yield base
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        for process in (server, worker):
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         log.close()
+        worker_log.close()
 
 
 class Browser:
@@ -400,6 +442,52 @@ def test_metrics_count_the_requests(browser: Browser):
     )
     text = browser.ok("/metrics").decode()
     assert re.search(r'^mlapp_\w+\{[^}]*model="my-model"', text, re.MULTILINE), text[:2000]
+
+
+def _multipart(fields: dict[str, str], name: str, filename: str, content: bytes):
+    boundary = "mlapp-integration-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+        for key, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+        f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
+        + content
+        + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_batch_job_runs_on_the_celery_worker(browser: Browser, shop: Path, venv: Path):
+    token = _run(
+        [str(venv / "bin" / "python"), "manage.py", "drf_create_token", "admin"],
+        cwd=shop,
+        env=_clean_env(venv),
+    )
+    (key,) = re.findall(r"\b[0-9a-f]{40}\b", token)
+    auth = {"Authorization": f"Token {key}"}
+    rows = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0], [4.0, 0.0, -2.0]], dtype=np.float32)
+    csv = "key,a,b,c\n" + "".join(
+        f"row-{i},{a},{b},{c}\n" for i, (a, b, c) in enumerate(rows.tolist())
+    )
+    body, headers = _multipart({"model": "my-model"}, "file", "rows.csv", csv.encode())
+    client = Browser(browser.base)  # a service: a token, no session cookie (no CSRF then)
+    status, answer, _ = client.request("/api/mlapp/jobs/", data=body, headers={**headers, **auth})
+    assert status == 201, answer
+    job = _json(answer)
+    deadline = time.monotonic() + 90
+    while job["status"] not in {"succeeded", "failed", "cancelled"}:
+        assert time.monotonic() < deadline, (job, (shop / "worker.log").read_text()[-3000:])
+        time.sleep(0.5)
+        job = _json(client.ok(f"/api/mlapp/jobs/{job['id']}/", headers=auth))
+    assert (job["status"], job["done"], job["failed"]) == ("succeeded", 3, 0), job
+    for i, x in enumerate(rows):
+        stored = _json(client.ok(f"/api/mlapp/models/my-model/predictions/row-{i}"))
+        np.testing.assert_allclose(stored["outputs"]["y"], artifacts.expected(x[None]), rtol=1e-5)
+    # The worker, not a thread of the server, ran the chunk.
+    assert "mlapp.run_batch_chunk" in (shop / "worker.log").read_text()
 
 
 def test_nothing_answered_500(browser: Browser):

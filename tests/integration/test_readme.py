@@ -7,7 +7,7 @@ import tomllib
 
 import django
 
-from tests.integration.readme import README, integration, section
+from tests.integration.readme import DEPLOY, README, integration, section
 
 
 def test_the_section_names_every_extra_of_the_package():
@@ -45,3 +45,12 @@ def test_the_blocks_are_found_for_each_file_the_host_edits():
     assert found.commands[-1][0] == "mlapp_serve"
     assert any("git+" in line for line in found.installs)
     assert any(".whl" in line for line in found.installs)
+
+
+def test_the_deployment_section_gives_a_settings_block_and_the_two_processes():
+    found = integration(title=DEPLOY)
+    assert set(found.files) == {"settings.py"}
+    assert "CELERY_BROKER_URL" in found.files["settings.py"][0]
+    names = [c[0] for c in found.commands]
+    assert names[-2:] == ["mlapp_worker", "mlapp_serve"], names
+    assert {"migrate", "collectstatic"} <= set(names), names

@@ -5,7 +5,14 @@ from __future__ import annotations
 import django_filters
 from django_filters.rest_framework import DjangoFilterBackend
 
-from mlapp.models import BatchJob, BatchPrediction, MLModel, ModelVersion
+from mlapp.models import (
+    BatchJob,
+    BatchPrediction,
+    DriftReport,
+    MLModel,
+    ModelVersion,
+    PredictionLog,
+)
 
 
 class FilterBackend(DjangoFilterBackend):
@@ -49,3 +56,32 @@ class PredictionFilter(django_filters.FilterSet):
     class Meta:
         model = BatchPrediction
         fields = ["key"]
+
+
+class PredictionLogFilter(django_filters.FilterSet):
+    version = django_filters.NumberFilter(field_name="version__version", help_text="Version.")
+    key = django_filters.CharFilter(help_text="The caller's key (X-MLApp-Key).")
+    request_id = django_filters.CharFilter(help_text="The request id (X-Request-ID).")
+    protocol = django_filters.CharFilter(help_text="native, v2, python ...")
+    since = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text="Logged at or after (ISO 8601)."
+    )
+    until = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", help_text="Logged before (ISO 8601)."
+    )
+
+    class Meta:
+        model = PredictionLog
+        fields = ["version", "key", "request_id", "protocol", "since", "until"]
+
+
+class DriftReportFilter(django_filters.FilterSet):
+    version = django_filters.NumberFilter(field_name="version__version", help_text="Version.")
+    drifted = django_filters.BooleanFilter(help_text="Only reports that crossed a threshold.")
+    since = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text="Made at or after (ISO 8601)."
+    )
+
+    class Meta:
+        model = DriftReport
+        fields = ["version", "drifted", "since"]

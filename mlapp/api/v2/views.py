@@ -300,7 +300,15 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
     decoder = _Decoder(
         _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     )
-    prediction = service.predict(name, decoder, version=number, protocol="v2")
+    meta = request.META
+    prediction = service.predict(
+        name,
+        decoder,
+        version=number,
+        protocol="v2",
+        request_id=meta.get("HTTP_X_REQUEST_ID"),
+        key=meta.get("HTTP_X_MLAPP_KEY"),
+    )
     # Both set by service.predict: the decoder ran, and the answer carries its signature.
     assert decoder.request is not None
     assert prediction.signature is not None

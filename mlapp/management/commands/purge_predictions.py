@@ -1,8 +1,11 @@
-"""``manage.py purge_predictions --days N``: delete batch jobs older than N days.
+"""``manage.py purge_predictions --days N``: delete batch jobs and logged predictions older
+than N days.
 
 A finished job (succeeded, failed or cancelled) whose end is older than the limit goes with
 its stored predictions and its input file. The latest succeeded job of each model is kept
-unless ``--include-latest``: it is what predictions by key are served from.
+unless ``--include-latest``: it is what predictions by key are served from. Rows of the
+prediction log (:class:`~mlapp.models.PredictionLog`) logged before the limit go too
+(``--log-days`` gives the log its own limit).
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Max
 from django.utils import timezone
 
-from mlapp.models import BatchJob, BatchPrediction
+from mlapp.models import BatchJob, BatchPrediction, MLModel, PredictionLog
 
 
 class Command(BaseCommand):
-    help = "Delete finished batch jobs older than --days, with their predictions and files."
+    help = (
+        "Delete finished batch jobs older than --days, with their predictions and files, and "
+        "logged predictions older than --days (or --log-days)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -29,11 +35,16 @@ class Command(BaseCommand):
             action="store_true",
             help="Also delete the latest succeeded job of a model (its keys stop answering).",
         )
+        parser.add_argument(
+            "--log-days",
+            type=float,
+            help="Age limit of the prediction log (default: --days).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["days"] < 0:
-            raise CommandError("--days must be >= 0.")
+        if options["days"] < 0 or (options["log_days"] or 0) < 0:
+            raise CommandError("--days and --log-days must be >= 0.")
         cutoff = timezone.now() - timedelta(days=options["days"])
         old = BatchJob.objects.finished().filter(finished_at__lt=cutoff)
         if not options["include_latest"]:
@@ -57,4 +68,14 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} {len(job_ids)} batch job(s) and {counted} prediction(s) "
             f"finished before {cutoff:%Y-%m-%d %H:%M} UTC."
+        )
+        log_days = options["days"] if options["log_days"] is None else options["log_days"]
+        log_cutoff = timezone.now() - timedelta(days=log_days)
+        count = 0
+        # Model by model: the log is indexed on (model, created_at).
+        for model_id in MLModel.objects.values_list("pk", flat=True):
+            logged = PredictionLog.objects.filter(model_id=model_id, created_at__lt=log_cutoff)
+            count += logged.count() if options["dry_run"] else logged.delete()[0]
+        self.stdout.write(
+            f"{verb} {count} logged prediction(s) from before {log_cutoff:%Y-%m-%d %H:%M} UTC."
         )

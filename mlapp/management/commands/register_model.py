@@ -1,4 +1,5 @@
-"""``manage.py register_model NAME FILE [--signature F] [--handler P] [--promote]``."""
+"""``manage.py register_model NAME FILE [--signature F] [--handler P] [--promote]
+[--confirm-handler-change]``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--promote", action="store_true", help="Make it the production version."
         )
+        parser.add_argument(
+            "--confirm-handler-change",
+            action="store_true",
+            help="Confirm a --handler that changes the production version's public signature.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["file"])
@@ -56,6 +62,7 @@ class Command(BaseCommand):
                 task=options["task"],
                 notes=options["notes"],
                 promote=options["promote"],
+                confirm_handler_change=options["confirm_handler_change"],
             )
         except MLAppError as exc:
             raise CommandError(f"{path} was refused: {exc.message}") from None

@@ -109,6 +109,12 @@ class VersionUploadSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="Sets the model's handler: dotted path to a mlapp.handlers.BaseHandler.",
     )
+    confirm_handler_change = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Confirms a new handler that changes the public signature of the "
+        "production version (without it such an upload answers 409 and stores nothing).",
+    )
 
     def validate_handler(self, value: str) -> str:
         value = value.strip()

@@ -15,6 +15,13 @@ from mlapp.api.native.views.jobs import (
     JobResumeView,
 )
 from mlapp.api.native.views.models import ModelDetailView, ModelListView, RollbackView
+from mlapp.api.native.views.monitoring import (
+    DriftReportListView,
+    FeedbackView,
+    LiveMetricView,
+    MonitoringConfigView,
+    PredictionLogView,
+)
 from mlapp.api.native.views.predict import PredictView
 from mlapp.api.native.views.predictions import StoredPredictionView
 from mlapp.api.native.views.root import ApiRootView
@@ -30,15 +37,20 @@ __all__ = [
     "ApiRootView",
     "ArchiveView",
     "ArtifactView",
+    "DriftReportListView",
+    "FeedbackView",
     "JobCancelView",
     "JobDetailView",
     "JobDownloadView",
     "JobListView",
     "JobPredictionsView",
     "JobResumeView",
+    "LiveMetricView",
     "ModelDetailView",
     "ModelListView",
+    "MonitoringConfigView",
     "PredictView",
+    "PredictionLogView",
     "PromoteView",
     "RollbackView",
     "StoredPredictionView",

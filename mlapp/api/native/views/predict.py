@@ -83,8 +83,14 @@ class PredictView(MLAppAPIView):
         return super().perform_content_negotiation(request, force)
 
     def post(self, request: Request, name: str, version: int | None = None) -> Response:
+        meta = request._request.META
         prediction = service.predict(
-            name, named(read_inputs(request.data)), version=version, protocol="native"
+            name,
+            named(read_inputs(request.data)),
+            version=version,
+            protocol="native",
+            request_id=meta.get("HTTP_X_REQUEST_ID"),
+            key=meta.get("HTTP_X_MLAPP_KEY"),
         )
         return Response(prediction.to_dict())
 

@@ -49,6 +49,7 @@ from mlapp.versions.lifecycle import archive_version, promote_version, register_
         responses={
             201: VersionDetailSerializer,
             400: docs.ERROR,
+            409: docs.ERROR,
             413: docs.ERROR,
         },
     ),
@@ -90,6 +91,7 @@ class VersionListView(MLAppListView):
             signature=data.get("signature"),
             metrics=data.get("metrics"),
             handler=data.get("handler"),
+            confirm_handler_change=data["confirm_handler_change"],
             description=data.get("description"),
             task=data.get("task"),
             notes=data["notes"],
