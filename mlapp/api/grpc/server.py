@@ -75,6 +75,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return STATUS_CODES.get(answer.status, grpc.StatusCode.INTERNAL), answer.message
 
 
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
 def _version(name: str, text: str) -> int | None:
     if not text:
         return None
@@ -151,8 +155,16 @@ class InferenceServicer:
             decoded.append(codec.decode_request(request, signature))
             return decoded[0].inputs
 
+        # As REST's X-Request-ID and X-MLAPP-Key headers, for the prediction log; the
+        # request's own id when no x-request-id is sent.
+        metadata = {key: value for key, value in context.invocation_metadata() or ()}
         prediction = service.predict(
-            name, decode, version=_version(name, request.model_version), protocol=PROTOCOL
+            name,
+            decode,
+            version=_version(name, request.model_version),
+            protocol=PROTOCOL,
+            request_id=_text(metadata.get("x-request-id")) or request.id or None,
+            key=_text(metadata.get("x-mlapp-key")),
         )
         assert prediction.signature is not None  # the service sets it
         return codec.encode_response(
