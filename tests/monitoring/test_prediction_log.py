@@ -200,6 +200,29 @@ def test_native_and_v2_requests_are_logged_with_the_caller_headers(affine, log, 
     assert rows["v2"].inputs == {"x": X}
 
 
+def test_grpc_requests_are_logged_with_the_caller_metadata(affine, log):
+    import tritonclient.grpc as triton
+
+    from mlapp.api.grpc.server import start_server
+
+    mlapp.predict("affine", X)  # loaded here: the server's thread finds it in the registry
+    server = start_server("127.0.0.1", 0, max_message_size=None)
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.bound_port}")
+    try:
+        x = triton.InferInput("x", [1, 3], "FP32")
+        x.set_data_from_numpy(np.array(X, dtype=np.float32))
+        headers = {"x-request-id": "g1", "x-mlapp-key": "k2"}
+        client.infer("affine", [x], request_id="oip-1", headers=headers)
+        client.infer("affine", [x], request_id="oip-2")
+    finally:
+        client.close()
+        server.stop()
+    log.flush()
+    rows = PredictionLog.objects.filter(protocol="grpc").order_by("request_id")
+    assert [(r.request_id, r.key) for r in rows] == [("g1", "k2"), ("oip-2", "")]
+    assert rows[0].inputs == {"x": X}
+
+
 @pytest.fixture
 def staff():
     api = APIClient()

@@ -77,6 +77,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return STATUS_CODES.get(answer.status, grpc.StatusCode.INTERNAL), answer.message
 
 
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
 def _version(name: str, text: str) -> int | None:
     if not text:
         return None
@@ -154,13 +158,11 @@ class InferenceServicer:
             return decoded[0].inputs
 
         # Metadata as headers (case-insensitive, as REST's): a traffic policy sticky by a
-        # header reads it; x-mlapp-key names the request in the prediction log, as REST's
-        # X-MLApp-Key header, and the request's id is its id there.
+        # header reads it; x-request-id and x-mlapp-key name the request in the prediction
+        # log, as REST's X-Request-ID and X-MLAPP-Key (the request's own id when no
+        # x-request-id is sent).
         metadata = CaseInsensitiveMapping(
-            {
-                key: value if isinstance(value, str) else value.decode("latin-1")
-                for key, value in context.invocation_metadata() or ()
-            }
+            {key: _text(value) for key, value in context.invocation_metadata() or ()}
         )
         prediction = service.predict(
             name,
@@ -168,7 +170,7 @@ class InferenceServicer:
             version=_version(name, request.model_version),
             protocol=PROTOCOL,
             caller=Caller(metadata),
-            request_id=request.id or None,
+            request_id=metadata.get("x-request-id") or request.id or None,
             key=metadata.get("x-mlapp-key"),
         )
         assert prediction.signature is not None  # the service sets it

@@ -120,7 +120,7 @@ class Traffic:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_promotions_and_rollbacks_under_grpc_traffic_fail_no_call(onnx_file, settings):
+def test_promotions_and_rollbacks_under_grpc_traffic_fail_no_call(onnx_file, settings, reliability):
     from mlapp.api.grpc.server import start_server
 
     settings.MLAPP = QUIET
@@ -138,5 +138,12 @@ def test_promotions_and_rollbacks_under_grpc_traffic_fail_no_call(onnx_file, set
                 traffic.wait_for_more()
     finally:
         server.stop()
+    reliability.add(
+        "hot swap",
+        "gRPC calls (4 connections) during 3 promotions and 3 roll backs",
+        tried=traffic.answers(),
+        bad=len(traffic.failures),
+        unit="failed",
+    )
     assert traffic.failures == []
     assert set(traffic.versions) == {"1", "2"}
