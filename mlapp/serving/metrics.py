@@ -91,6 +91,30 @@ MODEL_READY = Gauge(
     multiprocess_mode="livemostrecent",
 )
 
+VERSION_LATENCY = Histogram(
+    "mlapp_version_request_seconds",
+    "Time inside the inference service per request of a model under a traffic policy, by "
+    "the version that answered (canary against production); failed requests included.",
+    ["model", "version"],
+    buckets=_LATENCY,
+)
+SHADOW_COPIES = Counter(
+    "mlapp_shadow_copies_total",
+    "Requests copied to a shadow version, by outcome: compared, error (the shadow raised), "
+    "dropped (its queue was full).",
+    ["model", "answered", "shadow", "outcome"],
+)
+SHADOW_ROWS = Counter(
+    "mlapp_shadow_label_rows_total",
+    "Rows of label-like outputs compared between a shadow and the answered version.",
+    ["model", "answered", "shadow", "result"],
+)
+CANARY_ROLLBACKS = Counter(
+    "mlapp_canary_rollbacks_total",
+    "Canary versions rolled back automatically (counted by the process that did it).",
+    ["model", "version"],
+)
+
 #: The ``outcome`` label of a request that raised.
 OUTCOMES: tuple[tuple[type[Exception], str], ...] = (
     (Overloaded, "overloaded"),

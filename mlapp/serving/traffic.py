@@ -49,6 +49,7 @@ from django.db.models.functions import Greatest
 from mlapp.conf import settings
 from mlapp.exceptions import MLAppError
 from mlapp.models import ShadowComparison, TrafficEvent, TrafficPolicy, TrafficWindow
+from mlapp.serving import metrics
 from mlapp.serving.registry import LoadedModel, Registry
 from mlapp.signals import announce
 
@@ -389,19 +390,25 @@ class Traffic:
             counts.errors += failed
             counts.seconds += seconds
             counts.latency[slot] += 1
+        metrics.VERSION_LATENCY.labels(name, str(version)).observe(seconds)
 
     def shadow(
         self, route: Route, answered: LoadedModel, inputs: dict[str, Any], outputs: dict
     ) -> None:
         """Queue a copy of a request for the shadow version; never blocks, never raises."""
         if route.shadow is not None and route.shadow != answered.version and route.copies():
-            self._submit(("shadow", route.model, route.shadow, answered.version, inputs, outputs))
+            job = ("shadow", route.model, route.shadow, answered.version, inputs, outputs)
+            if not self._submit(job):
+                labels = (route.model, str(answered.version), str(route.shadow), "dropped")
+                metrics.SHADOW_COPIES.labels(*labels).inc()
 
-    def _submit(self, job: tuple[Any, ...]) -> None:
+    def _submit(self, job: tuple[Any, ...]) -> bool:
         try:
             self._shadow_queue.put_nowait(job)
         except queue.Full:
             self.dropped += 1
+            return False
+        return True
 
     # -- background work -----------------------------------------------------------------
 
@@ -455,6 +462,13 @@ class Traffic:
         else:
             result = compare(outputs, shadow_outputs)
         result.seconds = time.perf_counter() - started
+        pair = (name, str(answered), str(number))
+        metrics.SHADOW_COPIES.labels(*pair, "error" if result.errors else "compared").inc()
+        if result.label_rows:
+            metrics.SHADOW_ROWS.labels(*pair, "agreed").inc(result.label_agreed)
+            metrics.SHADOW_ROWS.labels(*pair, "disagreed").inc(
+                result.label_rows - result.label_agreed
+            )
         with self._lock:
             total = self._comparisons.setdefault((name, answered, number), _Comparison())
             for attr in ("requests", "errors", "label_rows", "label_agreed", "tensor_rows"):
@@ -599,6 +613,7 @@ def roll_back_canary(name: str, canary: int, reason: str, user: Any = None) -> b
             user=user,
         )
         announce(name)  # update() sends no post_save
+    metrics.CANARY_ROLLBACKS.labels(name, str(canary)).inc()
     logger.warning("mlapp: canary %s v%s rolled back: %s", name, canary, reason)
     return True
 

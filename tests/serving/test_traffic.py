@@ -177,3 +177,16 @@ def test_saving_a_policy_moves_the_change_marker(versions):
     before = ChangeMarker.objects.counters("affine")["affine"]
     _policy(versions, canary_weight=5)
     assert ChangeMarker.objects.counters("affine")["affine"] == before + 1
+
+
+def test_latency_of_a_model_under_a_policy_is_labelled_by_the_version_that_answered(versions):
+    from prometheus_client import REGISTRY
+
+    def count(version: str) -> float:
+        labels = {"model": "affine", "version": version}
+        return REGISTRY.get_sample_value("mlapp_version_request_seconds_count", labels) or 0.0
+
+    before = {v: count(v) for v in ("1", "2")}
+    _policy(versions, canary_weight=10)
+    answers = _answers(100)
+    assert {v: count(v) - before[v] for v in ("1", "2")} == {"1": answers[1], "2": answers[2]}

@@ -134,3 +134,18 @@ def test_an_output_the_shadow_lacks_or_shapes_differently_disagrees():
     answered = {"y": np.zeros((3, 2), np.float32), "label": np.array([1, 2, 3])}
     result = compare(answered, {"y": np.zeros((3, 4), np.float32)})
     assert (result.label_rows, result.label_agreed) == (6, 0)
+
+
+def test_shadow_copies_are_counted_in_the_metrics(shadowed):
+    from prometheus_client import REGISTRY
+
+    labels = {"model": "affine", "answered": "1", "shadow": "2", "outcome": "compared"}
+
+    def compared() -> float:
+        return REGISTRY.get_sample_value("mlapp_shadow_copies_total", labels) or 0.0
+
+    before = compared()
+    for _ in range(7):
+        service.predict("affine", named(X))
+    service.traffic.drain()
+    assert compared() - before == 7
