@@ -142,6 +142,24 @@ def reference_from_file(version: ModelVersion, path: str | Path) -> DriftReferen
     return set_reference(version, requests, source=DriftReference.Source.FILE)
 
 
+def take_references(model: str | None = None) -> list[DriftReference]:
+    """Give a reference to every version without one that has logged its model's
+    ``reference_rows`` requests: its first ones (the "first N requests" reference)."""
+    taken = []
+    versions = ModelVersion.objects.select_related("model").filter(drift_reference__isnull=True)
+    if model is not None:
+        versions = versions.filter(model__name=model)
+    for version in versions.exclude(stage=ModelVersion.Stage.ARCHIVED):
+        try:
+            config = model_monitoring(version.model.monitoring)
+        except ValueError:
+            continue
+        logged = PredictionLog.objects.filter(version=version, truncated=False)
+        if logged[config.reference_rows - 1 : config.reference_rows].exists():
+            taken.append(reference_from_log(version, config.reference_rows))
+    return taken
+
+
 # -- reports ------------------------------------------------------------------------------
 
 
@@ -190,13 +208,15 @@ def check_drift(
     model: str | None = None, *, hours: float = 24.0, now: datetime | None = None
 ) -> list[DriftReport]:
     """A report per version with a reference and logged requests in the last ``hours``
-    (of ``model``, or of every model). What the periodic job runs."""
+    (of ``model``, or of every model), after :func:`take_references`. What the periodic job
+    runs."""
     now = now or timezone.now()
     since = now - timedelta(hours=hours)
+    if model is not None and not MLModel.objects.filter(name=model).exists():
+        raise NotFound(f"No model named {model!r}.")
+    take_references(model)
     versions = ModelVersion.objects.select_related("model").filter(drift_reference__isnull=False)
     if model is not None:
-        if not MLModel.objects.filter(name=model).exists():
-            raise NotFound(f"No model named {model!r}.")
         versions = versions.filter(model__name=model)
     reports = []
     for version in versions.order_by("model__name", "version"):
