@@ -71,6 +71,12 @@ def _answers(version: ModelVersion, requests: list[dict[str, Any]]) -> list[dict
     return answers
 
 
+def _classifier(version: ModelVersion) -> bool:
+    """Whether a version's unlabelled outputs are class scores (its model's task says so);
+    a ``label`` output is a class whatever the task."""
+    return version.model.task == MLModel.Task.CLASSIFICATION
+
+
 def set_reference(
     version: ModelVersion,
     inputs: Iterable[dict[str, Any]] | dict[str, Any],
@@ -93,7 +99,7 @@ def set_reference(
         requests = requests[:MAX_ROWS]
     if outputs is None:
         outputs = _answers(version, requests)
-    profile = stats.profile(requests, outputs)
+    profile = stats.profile(requests, outputs, scores=_classifier(version))
     reference, _ = DriftReference.objects.update_or_create(
         version=version,
         defaults={"source": source, "rows": len(requests), "profile": profile},
@@ -185,7 +191,12 @@ def drift_report(
     )
     if not logged:
         return None
-    result = stats.compare(reference.profile, [i for i, _ in logged], [o for _, o in logged])
+    result = stats.compare(
+        reference.profile,
+        [i for i, _ in logged],
+        [o for _, o in logged],
+        scores=_classifier(version),
+    )
     thresholds = model_monitoring(version.model.monitoring).thresholds
     found = stats.alerts(result, thresholds)
     report = DriftReport.objects.create(

@@ -273,3 +273,18 @@ def test_the_job_takes_the_first_logged_requests_as_a_reference_once_there_are_e
     reference = version.drift_reference
     assert (reference.source, reference.rows) == ("log", 40)
     assert report.rows == 60
+
+
+def test_unlabelled_outputs_are_classes_only_for_a_classifier():
+    from mlapp.monitoring import stats
+
+    requests = [{"x": [[float(i)]]} for i in range(50)]
+    outputs = [{"embedding": [[0.5 * (i % 2), 0.2, 0.3]]} for i in range(50)]
+    assert stats.profile(requests, outputs, scores=False)["classes"] == {}
+    assert "classes" not in stats.compare(
+        stats.profile(requests, outputs, scores=False), requests, outputs, scores=False
+    )
+    assert set(stats.profile(requests, outputs)["classes"]) == {"0", "2"}
+    # Rows that are neither numbers nor texts are left out, not an error.
+    odd = stats.features([{"x": [[["a", 1]]]}, {"x": [[2.0]]}])
+    assert odd == {"x": [2.0]}
