@@ -103,7 +103,7 @@ def check_serving_configs(
         rows = list(MLModel.objects.values_list("name", "serving"))
     except DatabaseError:  # not migrated yet: nothing to check
         return []
-    errors: list[CheckMessage] = []
+    errors: list[CheckMessage] = _check_monitoring_configs()
     for name, serving in rows:
         try:
             serving_batching(serving)
@@ -114,6 +114,34 @@ def check_serving_configs(
                     hint=f'Fix MLModel.serving["batching"] in the admin; {BATCHING_HINT}',
                     obj=name,
                     id="mlapp.E004",
+                )
+            )
+    return errors
+
+
+def _check_monitoring_configs() -> list[CheckMessage]:
+    """Each model's ``monitoring`` config (its log is off while it is unreadable)."""
+    from django.db import DatabaseError
+
+    from mlapp.models import MLModel
+    from mlapp.serving.monitorconf import model_monitoring
+
+    try:
+        rows = list(MLModel.objects.values_list("name", "monitoring"))
+        _ = settings.MONITORING
+    except (DatabaseError, InvalidSetting):  # reported elsewhere, or not migrated yet
+        return []
+    errors: list[CheckMessage] = []
+    for name, monitoring in rows:
+        try:
+            model_monitoring(monitoring)
+        except (KeyError, TypeError, ValueError) as exc:
+            errors.append(
+                Error(
+                    f"Model {name!r}, monitoring config: {exc}; its prediction log is off.",
+                    hint="Fix MLModel.monitoring in the admin (see docs/monitoring.md).",
+                    obj=name,
+                    id="mlapp.E012",
                 )
             )
     return errors

@@ -71,6 +71,12 @@ def _answers(version: ModelVersion, requests: list[dict[str, Any]]) -> list[dict
     return answers
 
 
+def _classifier(version: ModelVersion) -> bool:
+    """Whether a version's unlabelled outputs are class scores (its model's task says so);
+    a ``label`` output is a class whatever the task."""
+    return version.model.task == MLModel.Task.CLASSIFICATION
+
+
 def set_reference(
     version: ModelVersion,
     inputs: Iterable[dict[str, Any]] | dict[str, Any],
@@ -93,7 +99,7 @@ def set_reference(
         requests = requests[:MAX_ROWS]
     if outputs is None:
         outputs = _answers(version, requests)
-    profile = stats.profile(requests, outputs)
+    profile = stats.profile(requests, outputs, scores=_classifier(version))
     reference, _ = DriftReference.objects.update_or_create(
         version=version,
         defaults={"source": source, "rows": len(requests), "profile": profile},
@@ -142,6 +148,24 @@ def reference_from_file(version: ModelVersion, path: str | Path) -> DriftReferen
     return set_reference(version, requests, source=DriftReference.Source.FILE)
 
 
+def take_references(model: str | None = None) -> list[DriftReference]:
+    """Give a reference to every version without one that has logged its model's
+    ``reference_rows`` requests: its first ones (the "first N requests" reference)."""
+    taken = []
+    versions = ModelVersion.objects.select_related("model").filter(drift_reference__isnull=True)
+    if model is not None:
+        versions = versions.filter(model__name=model)
+    for version in versions.exclude(stage=ModelVersion.Stage.ARCHIVED):
+        try:
+            config = model_monitoring(version.model.monitoring)
+        except ValueError:
+            continue
+        logged = PredictionLog.objects.filter(version=version, truncated=False)
+        if logged[config.reference_rows - 1 : config.reference_rows].exists():
+            taken.append(reference_from_log(version, config.reference_rows))
+    return taken
+
+
 # -- reports ------------------------------------------------------------------------------
 
 
@@ -167,7 +191,12 @@ def drift_report(
     )
     if not logged:
         return None
-    result = stats.compare(reference.profile, [i for i, _ in logged], [o for _, o in logged])
+    result = stats.compare(
+        reference.profile,
+        [i for i, _ in logged],
+        [o for _, o in logged],
+        scores=_classifier(version),
+    )
     thresholds = model_monitoring(version.model.monitoring).thresholds
     found = stats.alerts(result, thresholds)
     report = DriftReport.objects.create(
@@ -190,13 +219,15 @@ def check_drift(
     model: str | None = None, *, hours: float = 24.0, now: datetime | None = None
 ) -> list[DriftReport]:
     """A report per version with a reference and logged requests in the last ``hours``
-    (of ``model``, or of every model). What the periodic job runs."""
+    (of ``model``, or of every model), after :func:`take_references`. What the periodic job
+    runs."""
     now = now or timezone.now()
     since = now - timedelta(hours=hours)
+    if model is not None and not MLModel.objects.filter(name=model).exists():
+        raise NotFound(f"No model named {model!r}.")
+    take_references(model)
     versions = ModelVersion.objects.select_related("model").filter(drift_reference__isnull=False)
     if model is not None:
-        if not MLModel.objects.filter(name=model).exists():
-            raise NotFound(f"No model named {model!r}.")
         versions = versions.filter(model__name=model)
     reports = []
     for version in versions.order_by("model__name", "version"):

@@ -106,7 +106,10 @@ def features(inputs: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
                 if isinstance(row, str):
                     columns.setdefault(name, []).append(row)
                     continue
-                flat = np.asarray(row, dtype=float).reshape(-1)
+                try:
+                    flat = np.asarray(row, dtype=float).reshape(-1)
+                except (TypeError, ValueError):
+                    continue  # neither a number nor a text (nested texts, mixed rows)
                 if flat.size == 1:
                     columns.setdefault(name, []).append(float(flat[0]))
                     continue
@@ -115,15 +118,18 @@ def features(inputs: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
     return columns
 
 
-def classes(outputs: Iterable[dict[str, Any]]) -> list[str]:
-    """The predicted class of every row: its ``label`` output, else the index of the highest
-    score of its first output when that is a row of scores."""
+def classes(outputs: Iterable[dict[str, Any]], scores: bool = True) -> list[str]:
+    """The predicted class of every row: its ``label`` output, else (with ``scores``: a
+    classifier's) the index of the highest score of its first output when that is a row of
+    scores."""
     found: list[str] = []
     for request in outputs:
         if not isinstance(request, dict) or not request or "shapes" in request:
             continue
         if "label" in request:
             found += [str(v) for v in _rows(request["label"])]
+            continue
+        if not scores:
             continue
         first = next(iter(request.values()))
         for row in _rows(first):
@@ -160,8 +166,11 @@ def words(text: str) -> list[str]:
 # -- profiles and comparisons ----------------------------------------------------------------
 
 
-def profile(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a reference keeps of a sample: see the module's doc."""
+def profile(
+    inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], *, scores: bool = True
+) -> dict[str, Any]:
+    """What a reference keeps of a sample: see the module's doc. ``scores``: the outputs of
+    a model without a ``label`` output are class scores (see :func:`classes`)."""
     numeric: dict[str, Any] = {}
     text: dict[str, Any] = {}
     for name, values in features(inputs).items():
@@ -179,7 +188,7 @@ def profile(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> dict
             }
         else:
             numeric[name] = _numeric_profile(np.asarray(values, dtype=float))
-    predicted = classes(outputs)
+    predicted = classes(outputs, scores)
     counted_classes = Counter(predicted)
     return {
         "rows": len(inputs),
@@ -229,7 +238,11 @@ def _binned_psi(reference: dict[str, Any], values: np.ndarray) -> float:
 
 
 def compare(
-    reference: dict[str, Any], inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]
+    reference: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    *,
+    scores: bool = True,
 ) -> dict[str, Any]:
     """The drift of a window of requests against a reference profile: per numeric feature
     PSI and KS, per text input the PSI of lengths and the out-of-vocabulary rate, the PSI of
@@ -263,7 +276,7 @@ def compare(
             "oov_rate": oov,
             "reference_oov_rate": ref["oov_rate"],
         }
-    predicted = classes(outputs)
+    predicted = classes(outputs, scores)
     if predicted and reference.get("classes"):
         labels = sorted(set(reference["classes"]) | set(predicted))
         counted = Counter(predicted)

@@ -253,3 +253,38 @@ def test_drift_report_without_a_reference_is_none(register_iris):
     version = register_iris()
     assert drift_report(version, since=timezone.now() - timedelta(hours=1)) is None
     assert drift.check_drift() == []
+
+
+def test_the_job_takes_the_first_logged_requests_as_a_reference_once_there_are_enough(
+    register_iris, log
+):
+    version = register_iris()
+    MLModel.objects.filter(name="iris").update(
+        monitoring={"sample_rate": 1.0, "reference_rows": 40}
+    )
+    registry.clear()
+    train, _ = split(load_iris)
+    send("iris", train[:39], (4,))
+    log.flush()
+    assert check_drift() == []  # 39 of 40 rows: no reference yet
+    send("iris", train[39:60], (4,))
+    log.flush()
+    [report] = check_drift()
+    reference = version.drift_reference
+    assert (reference.source, reference.rows) == ("log", 40)
+    assert report.rows == 60
+
+
+def test_unlabelled_outputs_are_classes_only_for_a_classifier():
+    from mlapp.monitoring import stats
+
+    requests = [{"x": [[float(i)]]} for i in range(50)]
+    outputs = [{"embedding": [[0.5 * (i % 2), 0.2, 0.3]]} for i in range(50)]
+    assert stats.profile(requests, outputs, scores=False)["classes"] == {}
+    assert "classes" not in stats.compare(
+        stats.profile(requests, outputs, scores=False), requests, outputs, scores=False
+    )
+    assert set(stats.profile(requests, outputs)["classes"]) == {"0", "2"}
+    # Rows that are neither numbers nor texts are left out, not an error.
+    odd = stats.features([{"x": [[["a", 1]]]}, {"x": [[2.0]]}])
+    assert odd == {"x": [2.0]}

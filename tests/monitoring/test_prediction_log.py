@@ -280,3 +280,14 @@ def test_check_reports_a_bad_monitoring_setting():
         assert [e.id for e in check_settings()] == ["mlapp.E003"]
     with monitoring(SPEED=1):
         assert "unknown key(s) SPEED" in check_settings()[0].msg
+
+
+def test_check_reports_a_model_whose_monitoring_config_is_unreadable(register_affine):
+    from mlapp.checks import check_serving_configs
+
+    register_affine()
+    assert check_serving_configs(databases=["default"]) == []
+    MLModel.objects.filter(name="affine").update(monitoring={"sample_rate": 7})
+    [error] = check_serving_configs(databases=["default"])
+    assert error.id == "mlapp.E012"
+    assert "sample_rate" in error.msg
