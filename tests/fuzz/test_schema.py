@@ -78,12 +78,14 @@ schema_settings = settings(
 
 #: Operations whose schema-valid bodies may still be refused, for what no static schema can
 #: say: predict inputs fit the model's signature (GET .../predict describes it), an upload
-#: must be a model artifact, a job's input file or source must hold rows for its model.
+#: must be a model artifact, a job's input file or source must hold rows for its model, a
+#: derivation's kind must fit the version's format and its samples the model's inputs.
 CONTENT_CHECKED = {
     ("POST", "/api/mlapp/models/{name}/predict"),
     ("POST", "/api/mlapp/models/{name}/versions/{version}/predict"),
     ("POST", "/api/mlapp/models/{name}/versions/"),
     ("POST", "/api/mlapp/jobs/"),
+    ("POST", "/api/mlapp/models/{name}/versions/{version}/derive"),
 }
 
 

@@ -23,7 +23,7 @@ class DeriveSerializer(serializers.Serializer):
     samples = serializers.ListField(
         child=serializers.DictField(),
         required=False,
-        allow_empty=False,
+        min_length=1,
         max_length=MAX_SAMPLE_ROWS,
         help_text="Rows keyed by the model's input names to measure (and calibrate) on; "
         "default: MLAPP['DERIVE_SAMPLES'], else the handler's example.",
