@@ -162,7 +162,7 @@ class InferenceServicer:
         # log, as REST's X-Request-ID and X-MLAPP-Key (the request's own id when no
         # x-request-id is sent).
         metadata = CaseInsensitiveMapping(
-            {key: _text(value) for key, value in context.invocation_metadata() or ()}
+            {key: _text(value) or "" for key, value in context.invocation_metadata() or ()}
         )
         prediction = service.predict(
             name,
