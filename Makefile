@@ -100,9 +100,21 @@ bench-where: install
 scaleout: install
 	$(BIN)/python bench/scaleout.py
 
+# Both passes run at once (they share nothing: an in-memory SQLite database and a PostgreSQL
+# test database, Redis databases and fixed ports apart), each writing var/test-*.log, printed
+# when both have ended; it fails when either fails. The PostgreSQL pass runs the tests the
+# database engine can change (tests/conftest.py). The demo MiniLM export is made first, once,
+# so the two passes never build it together.
 test: install kserve-venv
-	$(BIN)/python -m pytest
-	MLAPP_TEST_DB=postgres $(BIN)/python -m pytest
+	$(BIN)/python fixtures/export_minilm.py
+	mkdir -p var
+	@echo "make test: the SQLite and PostgreSQL passes run at once; logs in var/test-*.log"
+	@$(BIN)/python -m pytest > var/test-sqlite.log 2>&1 & sqlite=$$!; \
+	MLAPP_TEST_DB=postgres $(BIN)/python -m pytest > var/test-postgres.log 2>&1; postgres=$$?; \
+	wait $$sqlite; sqlite=$$?; \
+	echo "=== SQLite pass (exit $$sqlite)"; cat var/test-sqlite.log; \
+	echo "=== PostgreSQL pass (exit $$postgres)"; cat var/test-postgres.log; \
+	test $$sqlite -eq 0 && test $$postgres -eq 0
 
 test-sqlite: install
 	$(BIN)/python -m pytest

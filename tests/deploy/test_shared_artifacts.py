@@ -4,7 +4,7 @@ local port), node A registers a version; node B, a web server (``mlapp_serve``) 
 MEDIA_ROOT is another, empty folder, loads it from the bucket, verifies its sha256 and serves
 it; takes an upload over the API, streams an artifact back with its checksum; a tampered
 object is refused by ``check --deploy``; the admin's delete removes the object. Neither
-MEDIA_ROOT ever receives a file. The nodes share a SQLite file, or in the PostgreSQL pass a
+MEDIA_ROOT ever receives a file. Runs in the PostgreSQL pass, the nodes sharing a
 PostgreSQL database of their own (``MLAPP_TEST_DB_NAME`` + ``_s3``, dropped and created)."""
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from django.conf import settings
 from bench.scaleout import fresh_database
 
 ROOT = Path(settings.BASE_DIR)
+#: Nodes sharing nothing but the database are a PostgreSQL deployment: its pass runs this.
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 #: In the PostgreSQL pass the nodes share a PostgreSQL database, else a SQLite file.
 ON_POSTGRES = os.environ.get("MLAPP_TEST_DB") == "postgres"
 DATABASE = os.environ.get("MLAPP_TEST_DB_NAME", "test_mlapp") + "_s3"

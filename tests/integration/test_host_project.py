@@ -41,9 +41,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "integration-test-password"
 ON_POSTGRES = os.environ.get("MLAPP_TEST_DB") == "postgres"
 #: The deployment's broker: a Redis database of its own, emptied first.
-BROKER_URL = os.environ.get("MLAPP_TEST_HOST_BROKER_URL", "redis://127.0.0.1:6379/10")
+#: (one per pass: the two passes of make test run at once)
+BROKER_URL = os.environ.get(
+    "MLAPP_TEST_HOST_BROKER_URL", f"redis://127.0.0.1:6379/{11 if ON_POSTGRES else 10}"
+)
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_database]
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 180) -> str:
