@@ -51,7 +51,12 @@ DROPPED = Counter(
     "writing them failed (error).",
     ["model", "reason"],
 )
-WRITTEN = Counter("mlapp_prediction_log_rows_total", "Rows written to the prediction log.")
+# Labelled, so that nothing is written to PROMETHEUS_MULTIPROC_DIR at import: a management
+# command of a deployment that sets the variable before the launcher makes the folder
+# (``migrate`` imports this module through the admin) must not fail on a missing folder.
+WRITTEN = Counter(
+    "mlapp_prediction_log_rows_total", "Rows written to the prediction log.", ["model"]
+)
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
@@ -248,6 +253,7 @@ class PredictionRecorder:
         behind it wait for the next flush.
         """
         written = 0
+        by_model: dict[str, int] = {}
         with self._flush_lock:
             while self._buffer:
                 batch: list[Entry] = []
@@ -255,17 +261,22 @@ class PredictionRecorder:
                     batch.append(self._buffer.popleft())
                 try:
                     stamp = _stamper(_connection())
-                    rows = [r for r in (self._row(e, stamp) for e in batch) if r is not None]
+                    made = [(e[1], self._row(e, stamp)) for e in batch]
+                    rows = [row for _, row in made if row is not None]
                     if rows:
                         _insert(rows)
                 except Exception:
                     self._failed(batch)
                     break
                 written += len(rows)
+                for model, row in made:
+                    if row is not None:
+                        by_model[model] = by_model.get(model, 0) + 1
         if written:
             with self._lock:
                 self.written += written
-            WRITTEN.inc(written)
+            for model, count in by_model.items():
+                WRITTEN.labels(model).inc(count)
         return written
 
     def _failed(self, batch: list[Entry]) -> None:

@@ -194,6 +194,9 @@ class StageActionsTest(TestCase):
                 "versions-INITIAL_FORMS": "1",
                 "versions-MIN_NUM_FORMS": "0",
                 "versions-MAX_NUM_FORMS": "1000",
+                # The traffic policy inline, left empty.
+                "traffic-TOTAL_FORMS": "0",
+                "traffic-INITIAL_FORMS": "0",
                 "versions-0-id": str(self.digits_v1.pk),
                 "versions-0-model": str(digits.pk),
                 **extra,

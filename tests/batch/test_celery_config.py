@@ -108,7 +108,7 @@ def test_the_project_app_reads_broker_and_transport_options_from_the_environment
             "socket_connect_timeout": 3,
             "socket_timeout": 5,
         },
-        ["mlapp.run_batch_chunk"],
+        ["mlapp.check_drift", "mlapp.run_batch_chunk"],
     ]
 
 

@@ -87,7 +87,7 @@ def test_no_logged_row_is_lost_over_two_workers_a_restart_and_a_stop(
             [*LAUNCHER, "--port", str(port), "--workers", "2", "--threads", "4"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    server = Server(process, port, log, tmp_path / "prometheus", "")
+    server = Server(process, port, log, tmp_path / "prometheus", "", grpc_port=0)
     senders = [Sender(server, f"s{i}") for i in range(4)]
     try:
         _wait_ready(server)

@@ -66,8 +66,9 @@ class MonitoringConfigView(MLAppGenericView):
         return Response(_config(get_model(name)))
 
     def patch(self, request: Request, name: str) -> Response:
-        data = validated(MonitoringConfigSerializer(data=request.data))
-        return Response(_config(configure(get_model(name), data["monitoring"])))
+        # A PATCH may leave the config out (its schema says so): nothing then changes.
+        data = validated(MonitoringConfigSerializer(data=request.data, partial=True))
+        return Response(_config(configure(get_model(name), data.get("monitoring", {}))))
 
 
 @extend_schema(tags=["monitoring"], responses={200: PredictionLogSerializer, 404: docs.ERROR})
