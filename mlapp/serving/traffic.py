@@ -147,8 +147,9 @@ class Route:
     shadow: int | None
     shadow_share: float
     rollback: Rollback | None
-    _split: _Split = field(init=False, repr=False)
-    _copy: _Split = field(init=False, repr=False)
+    # Not compared: a route read again unchanged keeps its splits (see Traffic._load).
+    _split: _Split = field(init=False, repr=False, compare=False)
+    _copy: _Split = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._split = _Split(self.weight)
@@ -277,6 +278,8 @@ class Traffic:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._routes: dict[str, Route | None] = {}
+        #: The last route read per model with a policy, kept through forget() (_same).
+        self._kept: dict[str, Route | None] = {}
         self._generation = 0
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int, int], _Counts] = {}
@@ -325,6 +328,9 @@ class Traffic:
             if generation == self._generation:
                 if len(self._routes) >= MAX_ROUTES:
                     self._routes.clear()  # names clients made up must not grow it forever
+                # The same policy read again (after a reload, or a first load here) keeps
+                # its route, so the exact split goes on where it was.
+                route = self._same(name, route)
                 self._routes[name] = route
         if route is not None:
             self._started(route)
@@ -354,12 +360,25 @@ class Traffic:
             self._generation += 1
             if name is None:
                 self._routes.clear()
+                self._kept.clear()  # every model may have changed: the splits start anew
             else:
                 self._routes.pop(name, None)
         if name is not None:
             self._load(name)
         elif self.registry.startup_done:
             self._load_all()
+
+    def _same(self, name: str, route: Route | None) -> Route | None:
+        """``route``, or the one kept for ``name`` when it says the same (its splits go on
+        where they were); call with the lock held. Only models with a policy are kept."""
+        kept = self._kept.get(name)
+        if route is None:
+            self._kept.pop(name, None)
+            return None
+        if kept == route:
+            return kept
+        self._kept[name] = route
+        return route
 
     def _load_all(self) -> None:
         generation = self._generation
@@ -368,6 +387,7 @@ class Traffic:
         routes.update((policy.model.name, route_of(policy)) for policy in policies)
         with self._lock:
             if generation == self._generation:
+                routes = {name: self._same(name, route) for name, route in routes.items()}
                 self._routes.update(routes)
         for route in routes.values():
             if route is not None:
