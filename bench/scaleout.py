@@ -500,6 +500,11 @@ def web_node_dies(cluster: Cluster, clients: int) -> dict[str, Any]:
         "during_kill": sum(1 for a in load.answers if a.started <= killed <= a.ended),
         "after_kill": sum(1 for a in load.answers if a.started > killed),
         "failed": len(load.failed()),
+        # A request node 2 had already taken when it died cannot be retried by the balancer
+        # (a POST may have run); every other one must be answered.
+        "failed_in_flight": sum(1 for a in load.failed() if a.started <= killed <= a.ended),
+        "failed_retryable": sum(1 for a in load.failed() if not (a.started <= killed <= a.ended)),
+        "killed_at": killed,
         "failures": [vars(a) for a in load.failed()][:5],
         "haproxy_retries": int(after.get("wretr") or 0) - int(before.get("wretr") or 0),
         "haproxy_redispatches": int(after.get("wredis") or 0) - int(before.get("wredis") or 0),
