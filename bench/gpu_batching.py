@@ -69,7 +69,13 @@ def build_encoder(path: Path) -> None:
             self.bert = bert
 
         def forward(self, input_ids, attention_mask):
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask)[0]
+            # The additive attention bias made here, from the input: given the 2-D mask,
+            # transformers builds it with the tracing machine's device written into the trace
+            # as a constant, and the archive then fails on any other device (seen on the
+            # device machine: "attn_bias is on cpu, different from other tensors on cuda:0").
+            keep = attention_mask[:, None, None, :].to(torch.float32)
+            bias = (1.0 - keep) * torch.finfo(torch.float32).min
+            hidden = self.bert(input_ids=input_ids, attention_mask=bias)[0]
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=1)

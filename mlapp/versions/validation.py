@@ -62,7 +62,10 @@ def validate_artifact(
             "runtime": f"{cls.__module__}.{cls.__qualname__}",
             "declared": as_signature(declared).to_dict() if declared is not None else None,
             "inherited": inherited,
-            "device": settings.DEVICE,
+            # Always the CPU: CUDA cannot start under the sandbox's address-space limit (it
+            # maps far more virtual memory than any model needs), and containment comes first.
+            # The registry loads the version onto MLAPP["DEVICE"] once it is accepted.
+            "device": "cpu",
             "options": settings.runtime_options(fmt),
         },
         os.path.abspath(path),

@@ -14,6 +14,7 @@ import pytest
 
 from mlapp.exceptions import ArtifactError
 from mlapp.versions.validation import validate_artifact
+from tests.artifacts import TWO_IN_SIGNATURE
 from tests.hostile.corpus import build
 
 PROBE = {"THREADS": 1, "RUNTIMES": {"onnx": "tests.importable.probe_runtime.ProbeRuntime"}}
@@ -92,3 +93,14 @@ def test_memory_bomb_and_external_data_are_refused_with_their_reason(tmp_path, s
     onnxruntime.InferenceSession(str(external), providers=["CPUExecutionProvider"])
     with pytest.raises(ArtifactError, match=r"neighbour\.bin"):
         validate_artifact(str(external))
+
+
+def test_a_server_on_a_gpu_validates_its_uploads_on_the_cpu(torchscript_file, settings):
+    """CUDA cannot start under the sandbox's address-space limit (seen on an H200: "torch.cuda
+    .is_available() is False" inside, every upload refused); the sandbox loads on the CPU
+    whatever MLAPP["DEVICE"] says, and the registry moves the version to the device. Here, on
+    a machine with no CUDA at all, a "cuda" load would fail the same way."""
+    settings.MLAPP = {"DEVICE": "cuda"}
+    report = validate_artifact(str(torchscript_file), declared=TWO_IN_SIGNATURE)
+    assert report.format == "torchscript"
+    assert report.signature.to_dict() == TWO_IN_SIGNATURE
