@@ -366,7 +366,7 @@ class TrafficPolicy(models.Model):
         blank=True,
         help_text=_(
             'Keep each caller on one version, by "header:<name>", "user" or "field:<name>" '
-            '(a key of a native predict body\'s "parameters"). Empty: an even split.'
+            '(a key of the request\'s "parameters": native, V2 or gRPC). Empty: an even split.'
         ),
     )
     shadow = models.ForeignKey(

@@ -10,6 +10,7 @@ MLServer's ``DataPlane`` and KServe's ``V2Endpoints`` have the same shape.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,7 +268,7 @@ class InferenceService:
         version: int | None = None,
         protocol: str = PYTHON,
         caller: Caller | None = None,
-        request_id: str | None = None,
+        request_id: str | Callable[[], str | None] | None = None,
         key: str | None = None,
     ) -> Prediction:
         """Run model ``name`` (its production version, or ``version``) on a request.
@@ -279,7 +280,7 @@ class InferenceService:
         on for it. Without a ``version``, the model's traffic policy may choose its canary
         (by ``caller`` when the policy is sticky) and copy the request to its shadow.
         ``request_id`` and ``key`` (the caller's, when sent) go to the prediction log when the
-        model samples this request.
+        model samples this request (``request_id`` may be a callable, called only then).
         """
         started = time.perf_counter()
         # One dictionary lookup for a model without a policy; a pinned version bypasses it.
@@ -311,6 +312,8 @@ class InferenceService:
         observed.answered(elapsed)
         record_request(loaded.name, elapsed)
         if loaded.log_rate:
+            if callable(request_id):
+                request_id = request_id()
             recorder.offer(loaded, arrays, outputs, elapsed, protocol, request_id, key)
         if route is not None:
             self.traffic.record(loaded.name, loaded.version, elapsed)

@@ -37,7 +37,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +82,10 @@ class Caller:
     #: The authenticated user (anything with a ``pk``), or a callable returning it (so that
     #: nobody is looked up unless a policy is sticky by user), or None.
     user: Any = None
-    #: Top-level fields of the request body (the native API's JSON object).
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    #: The request's own parameters (the native body's and V2's ``parameters`` object,
+    #: gRPC's request ``parameters`` map), or a callable returning them (so that a V2 body
+    #: is read for them only when a policy is sticky by field).
+    fields: Mapping[str, Any] | Callable[[], Mapping[str, Any]] = field(default_factory=dict)
     #: The key itself, whatever attribute the policy names (``mlapp.predict(sticky=...)``).
     fixed: str | None = None
 
@@ -99,7 +101,8 @@ class Caller:
         if kind == "header":
             value = self.headers.get(name)
         elif kind == "field":
-            value = self.fields.get(name) if isinstance(self.fields, Mapping) else None
+            fields = self.fields() if callable(self.fields) else self.fields
+            value = fields.get(name) if isinstance(fields, Mapping) else None
         elif kind == "user":
             user = self.user() if callable(self.user) else self.user
             value = (

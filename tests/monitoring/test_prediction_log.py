@@ -200,6 +200,25 @@ def test_native_and_v2_requests_are_logged_with_the_caller_headers(affine, log, 
     assert rows["v2"].inputs == {"x": X}
 
 
+def test_a_v2_body_id_names_the_logged_request_unless_the_header_does(affine, log, client):
+    body = {
+        "id": "body-1",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": X[0]}],
+    }
+    assert client.post("/v2/models/affine/infer", body, "application/json").status_code == 200
+    body["id"] = "body-2"
+    answer = client.post(
+        "/v2/models/affine/infer", body, "application/json", HTTP_X_REQUEST_ID="header-2"
+    )
+    assert answer.status_code == 200
+    assert answer.json()["id"] == "body-2"  # the body's id is echoed either way
+    log.flush()
+    assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == [
+        "body-1",
+        "header-2",
+    ]
+
+
 def test_grpc_requests_are_logged_with_the_caller_metadata(affine, log):
     import tritonclient.grpc as triton
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
@@ -118,6 +119,57 @@ def test_the_native_api_sticks_by_a_body_field(versions):
     assert len(answers) == 1
 
 
+def test_v2_sticks_by_a_field_of_the_request_parameters(versions):
+    _policy(versions, canary_weight=50, sticky="field:customer")
+    client = APIClient()
+    seen: dict[int, set[str]] = {}
+    for customer in range(40):  # one caller's requests in a row: a plain split alternates
+        for _ in range(3):
+            body = {
+                "parameters": {"customer": customer},
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": X[0]}],
+            }
+            response = client.post(
+                "/v2/models/affine/infer", json.dumps(body), content_type="application/json"
+            )
+            assert response.status_code == 200, response.content
+            seen.setdefault(customer, set()).add(response.json()["model_version"])
+    assert all(len(versions) == 1 for versions in seen.values())
+    assert set().union(*seen.values()) == {"1", "2"}
+
+
+def test_v2_sticky_by_field_reads_a_binary_body_and_survives_a_broken_one(versions):
+    _policy(versions, canary_weight=50, sticky="field:customer")
+    client = APIClient()
+    header = json.dumps(
+        {
+            "parameters": {"customer": "c-9"},
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1, 3],
+                 "parameters": {"binary_data_size": 12}}
+            ],
+        }
+    ).encode()  # fmt: skip
+    body = header + np.array(X[0], dtype="<f4").tobytes()
+    answers = {
+        client.post(
+            "/v2/models/affine/infer",
+            body,
+            content_type="application/octet-stream",
+            HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)),
+        ).json()["model_version"]
+        for _ in range(10)
+    }
+    assert len(answers) == 1
+    broken = client.post(
+        "/v2/models/affine/infer",
+        b'{"parameters": {"customer": 1}, "inp',
+        content_type="application/json",
+    )
+    assert broken.status_code == 400
+    assert "not valid JSON" in broken.json()["error"]
+
+
 def test_v2_infer_names_the_canary_that_answered(versions):
     _policy(versions, canary_weight=100)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": X[0]}]}
@@ -190,3 +242,31 @@ def test_latency_of_a_model_under_a_policy_is_labelled_by_the_version_that_answe
     _policy(versions, canary_weight=10)
     answers = _answers(100)
     assert {v: count(v) - before[v] for v in ("1", "2")} == {"1": answers[1], "2": answers[2]}
+
+
+def test_grpc_sticks_by_a_field_of_the_request_parameters(versions):
+    import tritonclient.grpc as triton
+
+    from mlapp.api.grpc.server import start_server
+
+    _policy(versions, canary_weight=50, sticky="field:customer")
+    # Policy and both versions loaded in this thread: the server's threads cannot see this
+    # test's transaction.
+    for _ in range(4):  # production and canary both answer (an even, unsticky split)
+        service.predict("affine", named(X))
+    assert service.traffic.route("affine") is not None
+    server = start_server("127.0.0.1", 0, max_message_size=None)
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.bound_port}")
+    seen: dict[int, set[str]] = {}
+    try:
+        x = triton.InferInput("x", [1, 3], "FP32")
+        x.set_data_from_numpy(np.array(X, dtype=np.float32))
+        for customer in range(40):  # one caller's calls in a row: a plain split alternates
+            for _ in range(3):
+                answer = client.infer("affine", [x], parameters={"customer": customer})
+                seen.setdefault(customer, set()).add(answer.get_response().model_version)
+    finally:
+        client.close()
+        server.stop()
+    assert all(len(versions) == 1 for versions in seen.values())
+    assert set().union(*seen.values()) == {"1", "2"}

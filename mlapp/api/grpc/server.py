@@ -169,7 +169,7 @@ class InferenceServicer:
             decode,
             version=_version(name, request.model_version),
             protocol=PROTOCOL,
-            caller=Caller(metadata),
+            caller=Caller(metadata, fields=lambda: codec.parameters(request.parameters)),
             request_id=metadata.get("x-request-id") or request.id or None,
             key=metadata.get("x-mlapp-key"),
         )

@@ -186,6 +186,18 @@ def decode_request(
     )
 
 
+def request_parameters(body: bytes, header_length: str | None) -> dict[str, Any]:
+    """The request's ``parameters`` object read alone, before the body is decoded (a traffic
+    policy sticky by ``field:<name>`` chooses the version from it); ``{}`` for a body that
+    does not have one, and the decoding then says what is wrong with it."""
+    try:
+        header = orjson.loads(memoryview(body)[: _json_length(header_length, len(body))])
+    except (orjson.JSONDecodeError, InvalidInput):
+        return {}
+    parameters = header.get("parameters") if isinstance(header, dict) else None
+    return parameters if isinstance(parameters, dict) else {}
+
+
 def check_parameters(value: Any, where: str) -> dict[str, Any]:
     """``parameters`` of ``where`` (the request, an input, an output) as a dict, checked."""
     if value is None:

@@ -294,6 +294,10 @@ class _Decoder:
         self.request = protocol.decode_request(self.body, self.header_length, signature)
         return self.request.inputs
 
+    def request_id(self) -> str | None:
+        """The body's ``id``, once decoded."""
+        return self.request.id if self.request is not None else None
+
 
 @v2_view(("POST",), "PREDICT")
 def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
@@ -302,14 +306,19 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
         _read_body(request), request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     )
     meta = request.META
-    caller = Caller(request.headers, lambda: getattr(request, "user", None))
+    caller = Caller(
+        request.headers,
+        lambda: getattr(request, "user", None),
+        lambda: protocol.request_parameters(decoder.body, decoder.header_length),
+    )
     prediction = service.predict(
         name,
         decoder,
         version=number,
         protocol="v2",
         caller=caller,
-        request_id=meta.get("HTTP_X_REQUEST_ID"),
+        # The X-Request-ID header, else the body's "id" (read only for a logged request).
+        request_id=meta.get("HTTP_X_REQUEST_ID") or decoder.request_id,
         key=meta.get("HTTP_X_MLAPP_KEY"),
     )
     # Both set by service.predict: the decoder ran, and the answer carries its signature.
