@@ -54,9 +54,10 @@ RUNTIME_SIGNATURE = {
 }
 
 
-def build_encoder(path: Path) -> None:
+def build_encoder(path: Path, *, portable: bool = True) -> None:
     """A MiniLM-shaped sentence encoder with random weights, traced to TorchScript (on CPU;
-    mlapp moves it to the device when it loads it)."""
+    mlapp moves it to the device when it loads it). ``portable=False`` traces it the naive
+    way, which writes the CPU into the trace (bench/gpu_promotion.py)."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -73,9 +74,12 @@ def build_encoder(path: Path) -> None:
             # transformers builds it with the tracing machine's device written into the trace
             # as a constant, and the archive then fails on any other device (seen on the
             # device machine: "attn_bias is on cpu, different from other tensors on cuda:0").
-            keep = attention_mask[:, None, None, :].to(torch.float32)
-            bias = (1.0 - keep) * torch.finfo(torch.float32).min
-            hidden = self.bert(input_ids=input_ids, attention_mask=bias)[0]
+            if portable:
+                keep = attention_mask[:, None, None, :].to(torch.float32)
+                bias = (1.0 - keep) * torch.finfo(torch.float32).min
+                hidden = self.bert(input_ids=input_ids, attention_mask=bias)[0]
+            else:
+                hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask)[0]
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=1)

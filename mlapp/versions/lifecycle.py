@@ -192,9 +192,16 @@ def check_servable(version: ModelVersion) -> None:
     except Exception as exc:
         # Loading runs the host's handler code: whatever it raises, say so.
         logger.exception("mlapp: checking %s before production failed", version)
-        raise StageError(
-            f"{version} cannot go to production: {type(exc).__name__}: {exc}"
-        ) from None
+        raise StageError(f"{version} cannot go to production: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, in a line: TorchScript's errors carry the interpreter's whole
+    traceback (kept in the log), their last line says what failed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines[-1]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def promote_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:
