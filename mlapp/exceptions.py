@@ -23,6 +23,19 @@ class MLAppError(Exception):
         super().__init__(self.message)
 
 
+def describe(exc: BaseException) -> str:
+    """What went wrong, in one line, for a message: an mlapp error's message; otherwise
+    ``Type: text``, except that a multi-line text (TorchScript's errors carry the
+    interpreter's whole traceback) gives its last line, which says what failed. Log the
+    exception itself where the whole of it matters."""
+    if isinstance(exc, MLAppError):
+        return exc.message
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines[-1]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 # -- 4xx: the client can fix it ---------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.utils.module_loading import import_string
 
-from mlapp.exceptions import ArtifactError, MLAppError
+from mlapp.exceptions import ArtifactError, MLAppError, describe
 from mlapp.handlers import BaseHandler
 from mlapp.runtimes.tensors import Signature, sample_inputs
 from mlapp.serving.inputs import validate_inputs
@@ -153,7 +153,7 @@ def smoke_run(
     try:
         outputs = run(tensors)
     except Exception as exc:
-        reason = exc.message if isinstance(exc, MLAppError) else f"{type(exc).__name__}: {exc}"
+        reason = describe(exc)
         via = f" through the handler {handler_path(handler)}" if handler else ""
         raise ArtifactError(f"A prediction on the example{via} failed: {reason}") from None
     return check_outputs(handler, runtime_signature, inputs, outputs)

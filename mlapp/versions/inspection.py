@@ -17,7 +17,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from mlapp.exceptions import ArtifactError, MLAppError
+from mlapp.exceptions import ArtifactError, MLAppError, describe
 from mlapp.runtimes.base import Runtime
 from mlapp.runtimes.integrity import file_sha256
 from mlapp.runtimes.tensors import Signature, sample_inputs, signatures_compatible
@@ -194,7 +194,9 @@ def inspect_artifact(
         except MLAppError:
             raise
         except Exception as exc:
-            raise ArtifactError(f"A smoke prediction on sample inputs failed: {exc}") from None
+            raise ArtifactError(
+                f"A smoke prediction on sample inputs failed: {describe(exc)}"
+            ) from None
         predict_seconds = time.perf_counter() - started
         missing = set(signature.output_names) - set(outputs)
         if missing:

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from mlapp.exceptions import Conflict, MLAppError, StageError
+from mlapp.exceptions import Conflict, MLAppError, StageError, describe
 from mlapp.files import as_local_file, save_with_file
 from mlapp.models import MLModel, ModelVersion
 from mlapp.serving.handling import import_handler
@@ -192,16 +192,7 @@ def check_servable(version: ModelVersion) -> None:
     except Exception as exc:
         # Loading runs the host's handler code: whatever it raises, say so.
         logger.exception("mlapp: checking %s before production failed", version)
-        raise StageError(f"{version} cannot go to production: {_one_line(exc)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    """What went wrong, in a line: TorchScript's errors carry the interpreter's whole
-    traceback (kept in the log), their last line says what failed."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if len(lines) > 1:
-        return lines[-1]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        raise StageError(f"{version} cannot go to production: {describe(exc)}") from None
 
 
 def promote_version(version: ModelVersion, *, user: Any = None) -> ModelVersion:

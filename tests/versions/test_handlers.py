@@ -150,31 +150,28 @@ def test_upload_is_refused_when_its_handler_raises_describing_itself(onnx_file):
 
 def test_a_version_that_fails_on_the_serving_device_is_refused_in_one_line(onnx_file, monkeypatch):
     """What the GPU check saw (bench/gpu_promotion.py on an H200): a TorchScript trace pinned
-    to the CPU passes validation (on the CPU) and fails on the GPU at promotion with the
-    interpreter's whole traceback; the refusal says its last line."""
-    from mlapp.versions import lifecycle
+    to the CPU passes validation (on the CPU), then its run on the GPU at promotion fails
+    with the interpreter's whole traceback; the refusal says its last line."""
+    from mlapp.runtimes.onnx import OnnxRuntime
 
     version = register_version("affine", onnx_file)
 
-    class OnTheWrongDevice:
-        def smoke(self):
-            raise RuntimeError(
-                "The following operation failed in the TorchScript interpreter.\n"
-                "Traceback of TorchScript, serialized code (most recent call last):\n"
-                '  File "code/__torch__.py", line 12, in forward\n'
-                "RuntimeError: Expected all tensors to be on the same device, but got "
-                "attn_bias is on cpu, different from other tensors on cuda:0\n"
-            )
+    def on_the_wrong_device(self, inputs):
+        raise RuntimeError(
+            "The following operation failed in the TorchScript interpreter.\n"
+            "Traceback of TorchScript, serialized code (most recent call last):\n"
+            '  File "code/__torch__.py", line 12, in forward\n'
+            "RuntimeError: Expected all tensors to be on the same device, but got "
+            "attn_bias is on cpu, different from other tensors on cuda:0\n"
+        )
 
-        def close(self):
-            pass
-
-    monkeypatch.setattr(lifecycle, "load_version", lambda version: OnTheWrongDevice())
+    monkeypatch.setattr(OnnxRuntime, "run", on_the_wrong_device)
     with pytest.raises(StageError) as caught:
         promote_version(version)
     assert caught.value.message == (
-        "affine v1 cannot go to production: RuntimeError: Expected all tensors to be on the "
-        "same device, but got attn_bias is on cpu, different from other tensors on cuda:0"
+        "affine v1 cannot go to production: A prediction on the example failed: RuntimeError: "
+        "Expected all tensors to be on the same device, but got attn_bias is on cpu, different "
+        "from other tensors on cuda:0"
     )
     version.refresh_from_db()
     assert version.stage == ModelVersion.Stage.STAGING
