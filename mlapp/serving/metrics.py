@@ -170,6 +170,19 @@ def request_metrics(model: str, version: int | None, protocol: str) -> RequestMe
     return found
 
 
+_version_latency: dict[tuple[str, int], Any] = {}
+
+
+def version_latency(model: str, version: int) -> Any:
+    """The ``mlapp_version_request_seconds`` child of one model version (looked up once: a
+    labels() call per request costs more than the observation)."""
+    key = (model, version)
+    found = _version_latency.get(key)
+    if found is None:
+        found = _version_latency[key] = VERSION_LATENCY.labels(model, str(version))
+    return found
+
+
 def unrouted_failure(model: str, protocol: str, exc: BaseException) -> None:
     """Count a request that no loaded version took (unknown model, not ready ...).
 

@@ -400,7 +400,7 @@ class Traffic:
 
     def record(self, name: str, version: int, seconds: float, failed: bool = False) -> None:
         """Count one request of a model under a policy (the service calls it)."""
-        if self._threads_pid != os.getpid():
+        if self._threads_pid is None:  # _after_fork sets it back
             # Threads start in the process that serves (after a preloading server's fork).
             self._start_threads()
         key = (name, version, int(time.time() // BUCKET_SECONDS) * BUCKET_SECONDS)
@@ -413,7 +413,7 @@ class Traffic:
             counts.errors += failed
             counts.seconds += seconds
             counts.latency[slot] += 1
-        metrics.VERSION_LATENCY.labels(name, str(version)).observe(seconds)
+        metrics.version_latency(name, version).observe(seconds)
 
     def shadow(
         self, route: Route, answered: LoadedModel, inputs: dict[str, Any], outputs: dict
@@ -507,14 +507,19 @@ class Traffic:
             time.sleep(0.01)
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(settings.POLL_INTERVAL):
-            try:
-                self.flush()
-                self.check_rollbacks()
-            except Exception:
-                logger.exception("mlapp: writing traffic counters failed")
-            finally:
-                connections.close_all()
+        # This thread keeps its own connection from one write to the next, as the change
+        # marker's watcher does (connecting anew each second was half of a flush's CPU on
+        # SQLite, and a new backend a second on PostgreSQL); after an error it connects anew.
+        try:
+            while not self._stop.wait(settings.POLL_INTERVAL):
+                try:
+                    self.flush()
+                    self.check_rollbacks()
+                except Exception:
+                    logger.exception("mlapp: writing traffic counters failed")
+                    connections.close_all()
+        finally:
+            connections.close_all()
 
     def flush(self) -> None:
         """Write this process's counters into the shared tables (and, once a minute, delete
