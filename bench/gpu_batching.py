@@ -91,6 +91,20 @@ def build_encoder(path: Path, *, portable: bool = True) -> None:
         torch.jit.trace(Encoder().eval(), (ids, mask), check_trace=False).save(str(path))
 
 
+def parse_with_tokenizer(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser``'s arguments plus ``--tokenizer-dir``, checked to hold the demo's tokenizer."""
+    parser.add_argument(
+        "--tokenizer-dir",
+        type=Path,
+        default=ROOT / "fixtures/build/minilm",
+        help="folder of the demo's tokenizer.json (make demo builds it)",
+    )
+    args = parser.parse_args()
+    if not (args.tokenizer_dir / "tokenizer.json").is_file():
+        raise SystemExit(f"No tokenizer.json in {args.tokenizer_dir}: run make demo first.")
+    return args
+
+
 def configure(work: Path, device: str, cpu_threads: int, tokenizer_dir: Path) -> None:
     from django.conf import settings
 
@@ -155,15 +169,7 @@ def main() -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-queue-delay-ms", type=float, default=0.0)
-    parser.add_argument(
-        "--tokenizer-dir",
-        type=Path,
-        default=ROOT / "fixtures/build/minilm",
-        help="folder of the demo's tokenizer.json (make demo builds it)",
-    )
-    args = parser.parse_args()
-    if not (args.tokenizer_dir / "tokenizer.json").is_file():
-        raise SystemExit(f"No tokenizer.json in {args.tokenizer_dir}: run make demo first.")
+    args = parse_with_tokenizer(parser)
     work = Path(tempfile.mkdtemp(prefix="mlapp-gpu-batching-"))
     configure(work, args.device, args.cpu_threads, args.tokenizer_dir)
 

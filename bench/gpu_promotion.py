@@ -29,7 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gpu_batching import RUNTIME_SIGNATURE, build_encoder, configure  # noqa: E402
+from bench.gpu_batching import (  # noqa: E402
+    RUNTIME_SIGNATURE,
+    build_encoder,
+    configure,
+    parse_with_tokenizer,
+)
 
 HANDLER = "project.demo.handlers.MiniLMHandler"
 
@@ -37,13 +42,7 @@ HANDLER = "project.demo.handlers.MiniLMHandler"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1 or cpu")
-    parser.add_argument(
-        "--tokenizer-dir",
-        type=Path,
-        default=ROOT / "fixtures/build/minilm",
-        help="folder of the demo's tokenizer.json (make demo builds it)",
-    )
-    args = parser.parse_args()
+    args = parse_with_tokenizer(parser)
     work = Path(tempfile.mkdtemp(prefix="mlapp-gpu-promotion-"))
     configure(work, args.device, 1, args.tokenizer_dir)
 

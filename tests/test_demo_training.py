@@ -195,3 +195,19 @@ def test_gpu_batching_check_runs_on_cpu_and_groups_requests(minilm_dir):
     assert grouped is not None, result.stdout
     requests, calls = map(int, grouped.groups())
     assert 0 < calls < requests, result.stdout
+
+
+@pytest.mark.slow
+def test_gpu_promotion_check_runs_on_cpu_where_both_versions_promote(minilm_dir):
+    """bench/gpu_promotion.py, the GPU check that a version which cannot run on the device is
+    refused at promotion, works end to end on a CPU, where the CPU-pinned trace runs and is
+    promoted (the script checks the outcome each device should give)."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, str(FIXTURES_DIR.parent / "bench/gpu_promotion.py"), "--device", "cpu",
+         "--tokenizer-dir", str(minilm_dir)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "promotion of version 2: accepted" in result.stdout, result.stdout
+    assert "production: version 2; a request is answered by version 2" in result.stdout
