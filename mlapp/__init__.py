@@ -40,8 +40,8 @@ def predict(
     """
     # Imported here so that ``import mlapp`` works before Django's app registry is ready.
     from mlapp.serving.inputs import named
+    from mlapp.serving.routes import Caller
     from mlapp.serving.service import service
-    from mlapp.serving.traffic import Caller
 
     caller = None if sticky is None else Caller.of_key(sticky)
     return service.predict(

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from mlapp.admin import charts
 from mlapp.exceptions import MLAppError
 from mlapp.models import MLModel, ModelVersion, TrafficPolicy
-from mlapp.serving.traffic import shadow_summary, traffic_summary
+from mlapp.serving.traffic_stats import shadow_summary, traffic_summary
 from mlapp.versions.traffic import FIELDS, end_experiment, policy_of, promote_canary, record
 
 #: Seconds of traffic the model page shows.

@@ -4,31 +4,27 @@
   anything is stored, and lands in ``staging``.
 - Promote, roll back and archive each show a confirmation page and need the ``change``
   permission on model versions (:mod:`.stages`).
-- "Try it" runs the version through :data:`mlapp.serving.service.service`; view permission
-  is enough.
+- "Try it" runs the version through :data:`mlapp.serving.service.service`
+  (:mod:`.tryit`); view permission is enough.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
-from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from mlapp.admin import charts, edge
+from mlapp.admin import charts, edge, tryit
 from mlapp.admin.confirm import ConfirmedAction, confirm, confirm_view
 from mlapp.admin.display import (
     MLAppMedia,
@@ -43,16 +39,11 @@ from mlapp.admin.display import (
 )
 from mlapp.admin.forms import TryItForm, VersionUploadForm
 from mlapp.admin.stages import ARCHIVE, PROMOTE, ROLL_BACK
-from mlapp.exceptions import MLAppError
 from mlapp.models import MLModel, ModelVersion, artifact_storage
-from mlapp.serving.inputs import named
-from mlapp.serving.service import service
 from mlapp.versions import lifecycle
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrPromise
-
-logger = logging.getLogger("mlapp.admin")
 
 #: Batch jobs listed on a version's page.
 RECENT_JOBS = 20
@@ -307,30 +298,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         return edge.answer_view(self, request, self._version(request, object_id))
 
     def try_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        version = self._version(request, object_id)
-        if not self.has_view_or_change_permission(request, version):
-            raise PermissionDenied
-        result = error = latency_ms = None
-        if request.method == "POST":
-            form = TryItForm(request.POST)
-            if form.is_valid():
-                started = time.perf_counter()
-                result, error = _try(version, form.cleaned_data["body"])
-                latency_ms = 1000 * (time.perf_counter() - started)
-        else:
-            form = TryItForm(initial={"body": json.dumps(example_request(version))})
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": _("Try %(version)s") % {"version": version},
-            "original": version,
-            "form": form,
-            "result": result,
-            "error": error,
-            "latency_ms": latency_ms,
-            "media": self.media,
-        }
-        return TemplateResponse(request, "admin/mlapp/modelversion/try_it.html", context)
+        return tryit.try_view(self, request, self._version(request, object_id))
 
     def change_view(
         self,
@@ -394,16 +362,3 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
             cancel_url=request.get_full_path(),
             posted=list(queryset),  # the page re-posts the selected versions, not the models
         )
-
-
-def _try(version: ModelVersion, inputs: Any) -> tuple[str | None, str | None]:
-    """Run ``inputs`` through ``version``: (the answer as JSON, None) or (None, the error)."""
-    try:
-        prediction = service.predict(version.model.name, named(inputs), version=version.version)
-    except MLAppError as exc:
-        return None, exc.message
-    except Exception as exc:
-        logger.exception("mlapp: try it on %s failed", version)
-        error = _("The model raised an unexpected %(error)s (see the server log).")
-        return None, error % {"error": type(exc).__name__}
-    return json.dumps(prediction.to_dict(), indent=2), None

@@ -6,9 +6,10 @@ append of the request's arrays to this process's buffer. Nothing is encoded, and
 is not touched, on the request's thread. A background thread, started lazily by the first
 offer of each process (keyed by PID: a worker forked from a preloading parent starts its own,
 as the change watcher does), wakes every ``FLUSH_INTERVAL`` seconds (or as soon as
-``FLUSH_ROWS`` rows wait), encodes the rows (redaction hook, size cap) and writes them with
-one ``bulk_create`` per ``FLUSH_ROWS``. A full buffer (``BUFFER_SIZE``) drops the row and
-counts it (``mlapp_prediction_log_dropped_total``): a request never waits for the log.
+``FLUSH_ROWS`` rows wait), encodes the rows (redaction hook, size cap) and writes them,
+``FLUSH_ROWS`` per statement (:mod:`mlapp.serving.predlog_insert`). A full buffer
+(``BUFFER_SIZE``) drops the row and counts it (``mlapp_prediction_log_dropped_total``): a
+request never waits for the log.
 
 What is buffered is written when the process stops gracefully: :meth:`PredictionRecorder.close`
 runs at interpreter exit (``atexit``) and at the exit of a ``multiprocessing`` child (granian's
@@ -28,17 +29,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from django.db import connections, router, transaction
+from django.db import connections
 from django.utils.module_loading import import_string
 from prometheus_client import Counter
 
-from mlapp.models import ModelVersion, PredictionLog
+from mlapp.models import ModelVersion
 from mlapp.serving.monitorconf import LogSettings, log_settings
+from mlapp.serving.predlog_insert import insert_rows, stamper, write_connection
 
 if TYPE_CHECKING:
     from mlapp.serving.loading import LoadedModel
@@ -260,11 +261,11 @@ class PredictionRecorder:
                 while self._buffer and len(batch) < self._settings.flush_rows:
                     batch.append(self._buffer.popleft())
                 try:
-                    stamp = _stamper(_connection())
+                    stamp = stamper(write_connection())
                     made = [(e[1], self._row(e, stamp)) for e in batch]
                     rows = [row for _, row in made if row is not None]
                     if rows:
-                        _insert(rows)
+                        insert_rows(rows)
                 except Exception:
                     self._failed(batch)
                     break
@@ -312,7 +313,8 @@ class PredictionRecorder:
         return text.decode(), False
 
     def _row(self, entry: Entry, stamp: Callable[[float], Any]) -> tuple[Any, ...] | None:
-        """The column values of one row, in :data:`COLUMNS` order (None: not writable)."""
+        """The column values of one row, in :data:`~mlapp.serving.predlog_insert.COLUMNS`
+        order (None: not writable)."""
         created, name, version_id, protocol, inputs, outputs, seconds, request_id, key = entry
         model_id = self._model_ids.get(version_id) or self._model_id(version_id)
         if model_id is None:  # the version was deleted meanwhile
@@ -337,68 +339,6 @@ class PredictionRecorder:
             seconds * 1000,
             stamp(created),
         )
-
-
-def _stamper(connection: Any) -> Callable[[float], Any]:
-    """A function of a UNIX time to what ``connection`` stores for a DateTimeField."""
-    if connection.vendor == "sqlite" and connection.timezone_name == "UTC":
-        # What the backend's adapter makes of it (naive UTC, str()), a third of its cost.
-        return lambda ts: str(datetime.fromtimestamp(ts, UTC).replace(tzinfo=None))
-    adapt = connection.ops.adapt_datetimefield_value
-    return lambda ts: adapt(datetime.fromtimestamp(ts, UTC))
-
-
-#: The columns :meth:`PredictionRecorder._row` fills, by field name.
-COLUMNS = (
-    "model",
-    "version",
-    "request_id",
-    "key",
-    "protocol",
-    "inputs",
-    "outputs",
-    "truncated",
-    "latency_ms",
-    "created_at",
-)
-
-
-def _connection() -> Any:
-    return connections[router.db_for_write(PredictionLog)]
-
-
-def _insert(rows: list[tuple[Any, ...]]) -> None:
-    """Multi-row ``INSERT`` statements (``COPY`` on PostgreSQL) of prepared rows, in one
-    transaction.
-
-    Not ``bulk_create``: building a model instance and preparing each field through the ORM
-    cost several times the insert itself (bench/predlog.py), and the writer shares the
-    worker's CPU (and GIL) with its requests. The JSON columns take the text orjson wrote
-    (SQLite stores text; PostgreSQL casts the untyped parameter to jsonb).
-    """
-    connection = _connection()
-    meta = PredictionLog._meta
-    quote = connection.ops.quote_name
-    by_name = {field.name: str(field.column) for field in meta.concrete_fields}
-    columns = ", ".join(quote(by_name[name]) for name in COLUMNS)
-    head = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES "  # noqa: S608
-    mark = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
-    limit = connection.features.max_query_params
-    per = max(1, limit // len(COLUMNS)) if limit else len(rows)
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and hasattr(cursor.cursor, "copy"):
-            # psycopg 3: COPY streams the rows, no statement to parse (3-4x the INSERTs).
-            with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return
-        if connection.vendor == "sqlite":
-            # One statement prepared once, bound per row in C.
-            cursor.executemany(head + mark, rows)
-            return
-        for start in range(0, len(rows), per):
-            part = rows[start : start + per]
-            cursor.execute(head + ", ".join([mark] * len(part)), [v for row in part for v in row])
 
 
 #: The prediction log's writer of this process.

@@ -25,8 +25,9 @@ from mlapp.serving.handling import handler_class, load_handler
 from mlapp.serving.inputs import Decoder, check_rows
 from mlapp.serving.predlog import recorder
 from mlapp.serving.registry import LoadedModel, Registry, registry
+from mlapp.serving.routes import Caller, Route, counts_against
 from mlapp.serving.stats import record_request
-from mlapp.serving.traffic import Caller, Route, Traffic, counts_against
+from mlapp.serving.traffic import Traffic
 
 #: The ``protocol`` label of calls from Python code (``mlapp.predict``, the admin, jobs).
 PYTHON = "python"

@@ -2,65 +2,62 @@
 
 A model's :class:`~mlapp.models.TrafficPolicy` is read once per process (then again after
 each change, which the change marker announces: the registry calls :meth:`Traffic.forget`)
-into a :class:`Route`. The service asks :meth:`Traffic.route` on each request that names no
-version: for a model without a policy that is one dictionary lookup returning None, and
-nothing else happens.
+into a :class:`~mlapp.serving.routes.Route`. The service asks :meth:`Traffic.route` on each
+request that names no version: for a model without a policy that is one dictionary lookup
+returning None, and nothing else happens.
 
 With a policy:
 
-- :meth:`Route.choose` picks the version. Unsticky, a process answers exactly
-  ``weight`` of its requests with the canary (an error-diffusion counter with a random
-  phase, so several processes add up to the weight, with no randomness to wait out); sticky,
-  a caller's key is hashed (blake2b, the same in every process) into one of 10,000 slots.
+- :meth:`Route.choose <mlapp.serving.routes.Route.choose>` picks the version
+  (:mod:`mlapp.serving.routes`).
 - The service reports each answer to :meth:`Traffic.record`; a thread of the process writes
   the counts every ``POLL_INTERVAL`` into :class:`~mlapp.models.TrafficWindow` rows of its
   own (no two processes write one row), then sums every process's rows over the policy's
-  window and rolls the canary back when it does worse than production. The rollback is one
-  conditional UPDATE, so when several processes decide it at once, one of them does it and
-  records it (:class:`~mlapp.models.TrafficEvent`).
+  window and rolls the canary back when it does worse than production
+  (:mod:`mlapp.serving.traffic_stats`). The rollback is one conditional UPDATE, so when
+  several processes decide it at once, one of them does it and records it
+  (:class:`~mlapp.models.TrafficEvent`).
 - :meth:`Traffic.shadow` queues a copy of the request for the shadow version, to run on a
   thread of its own after the caller has its answer; a full queue drops the copy. The
-  answers are compared and added to :class:`~mlapp.models.ShadowComparison`.
+  answers are compared (:mod:`mlapp.serving.shadow`) and added to
+  :class:`~mlapp.models.ShadowComparison`.
+
+This module holds :class:`Traffic`: the process's routes, its counters, its shadow queue and
+the two threads that work through them.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
-import itertools
 import logging
-import math
 import os
 import queue
-import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import F
 from django.db.models.functions import Greatest
 
 from mlapp.conf import settings
-from mlapp.exceptions import MLAppError
-from mlapp.models import ShadowComparison, TrafficEvent, TrafficPolicy, TrafficWindow
+from mlapp.models import ShadowComparison, TrafficPolicy, TrafficWindow
 from mlapp.serving import metrics
 from mlapp.serving.registry import LoadedModel, Registry
-from mlapp.signals import announce
+from mlapp.serving.routes import Route, route_of
+from mlapp.serving.shadow import Comparison, compare
+from mlapp.serving.traffic_stats import (
+    BUCKET_SECONDS,
+    LATENCY_BOUNDS,
+    Counts,
+    roll_back_canary,
+    rollback_reason,
+)
 
 logger = logging.getLogger("mlapp.serving.traffic")
 
-#: Width of one :class:`~mlapp.models.TrafficWindow` bucket, in seconds.
-BUCKET_SECONDS = 5
-#: Upper bounds (seconds) of the latency histogram's buckets; the last one is open.
-LATENCY_BOUNDS: tuple[float, ...] = (
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, math.inf,
-)  # fmt: skip
 #: Counters older than this are deleted (by whichever process writes): the admin page shows
 #: ten minutes, a rollback window should stay under this.
 RETENTION_SECONDS = 3600
@@ -70,209 +67,6 @@ MAX_ROUTES = 1000
 SHADOW_QUEUE_SIZE = 256
 #: Niceness of the shadow's thread (Linux): its CPU goes to requests first.
 SHADOW_NICENESS = 10
-#: Hash slots of sticky assignment: weights have a resolution of 0.01 %.
-SLOTS = 10_000
-
-
-@dataclass(frozen=True)
-class Caller:
-    """What a front door knows of the caller, for sticky assignment."""
-
-    headers: Mapping[str, str] = field(default_factory=dict)
-    #: The authenticated user (anything with a ``pk``), or a callable returning it (so that
-    #: nobody is looked up unless a policy is sticky by user), or None.
-    user: Any = None
-    #: The request's own parameters (the native body's and V2's ``parameters`` object,
-    #: gRPC's request ``parameters`` map), or a callable returning them (so that a V2 body
-    #: is read for them only when a policy is sticky by field).
-    fields: Mapping[str, Any] | Callable[[], Mapping[str, Any]] = field(default_factory=dict)
-    #: The key itself, whatever attribute the policy names (``mlapp.predict(sticky=...)``).
-    fixed: str | None = None
-
-    @classmethod
-    def of_key(cls, key: Any) -> Caller:
-        return cls(fixed=str(key))
-
-    def key(self, sticky: str) -> str | None:
-        """The value of the attribute ``sticky`` names, or None when the request has none."""
-        if self.fixed is not None:
-            return self.fixed
-        kind, _, name = sticky.partition(":")
-        if kind == "header":
-            value = self.headers.get(name)
-        elif kind == "field":
-            fields = self.fields() if callable(self.fields) else self.fields
-            value = fields.get(name) if isinstance(fields, Mapping) else None
-        elif kind == "user":
-            user = self.user() if callable(self.user) else self.user
-            value = (
-                user.pk if user is not None and getattr(user, "is_authenticated", False) else None
-            )
-        else:
-            return None
-        return None if value is None or value == "" else str(value)
-
-
-class _Split:
-    """Exactly ``share`` of the calls say yes, spread evenly, from a random phase."""
-
-    def __init__(self, share: float) -> None:
-        self.share = share
-        self._phase = random.random()  # noqa: S311 (a phase, not a secret)
-        self._count = itertools.count()  # next() is atomic under the GIL
-
-    def __call__(self) -> bool:
-        n = next(self._count)
-        return math.floor((n + 1) * self.share + self._phase) > math.floor(
-            n * self.share + self._phase
-        )
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """When the canary is rolled back (thresholds relative to production)."""
-
-    error_rate: float | None
-    p99_ratio: float | None
-    window: int
-    min_requests: int
-
-
-@dataclass
-class Route:
-    """A model's policy as this process applies it."""
-
-    model: str
-    canary: int | None
-    #: Share of requests for the canary, 0..1.
-    weight: float
-    sticky: str
-    shadow: int | None
-    shadow_share: float
-    rollback: Rollback | None
-    # Not compared: a route read again unchanged keeps its splits (see Traffic._load).
-    _split: _Split = field(init=False, repr=False, compare=False)
-    _copy: _Split = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self._split = _Split(self.weight)
-        self._copy = _Split(self.shadow_share)
-
-    def choose(self, caller: Caller | None) -> int | None:
-        """The version that answers this request: the canary's number, or None (production)."""
-        if self.canary is None:
-            return None
-        if self.sticky and caller is not None:
-            key = caller.key(self.sticky)
-            if key is not None:
-                digest = hashlib.blake2b(f"{self.model}\0{key}".encode(), digest_size=8).digest()
-                slot = int.from_bytes(digest, "big") % SLOTS
-                return self.canary if slot < round(self.weight * SLOTS) else None
-        return self.canary if self._split() else None
-
-    def copies(self) -> bool:
-        """Whether this request is copied to the shadow."""
-        return self.shadow is not None and self._copy()
-
-
-def route_of(policy: TrafficPolicy) -> Route | None:
-    """The route of a stored policy; None when it sends nothing anywhere but production."""
-    # A canary or shadow promoted since answers as production already.
-    canary = policy.canary if policy.canary_weight > 0 else None
-    if canary is not None and canary.stage == canary.Stage.PRODUCTION:
-        canary = None
-    shadow = policy.shadow if policy.shadow_share > 0 else None
-    if shadow is not None and shadow.stage == shadow.Stage.PRODUCTION:
-        shadow = None
-    if canary is None and shadow is None:
-        return None
-    thresholds = policy.rollback_error_rate is not None or policy.rollback_p99_ratio is not None
-    return Route(
-        model=policy.model.name,
-        canary=canary.version if canary is not None else None,
-        weight=policy.canary_weight / 100,
-        sticky=policy.sticky,
-        shadow=shadow.version if shadow is not None else None,
-        shadow_share=policy.shadow_share / 100,
-        rollback=Rollback(
-            policy.rollback_error_rate,
-            policy.rollback_p99_ratio,
-            max(policy.rollback_window, BUCKET_SECONDS),
-            policy.rollback_min_requests,
-        )
-        if thresholds and canary is not None
-        else None,
-    )
-
-
-def counts_against(exc: BaseException) -> bool:
-    """Whether a failed request counts against the version (a client's mistake does not)."""
-    return not (isinstance(exc, MLAppError) and exc.status_code < 500)
-
-
-@dataclass
-class _Counts:
-    requests: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS))
-
-
-@dataclass
-class _Comparison:
-    requests: int = 0
-    errors: int = 0
-    label_rows: int = 0
-    label_agreed: int = 0
-    tensor_rows: int = 0
-    cosine_sum: float = 0.0
-    max_abs_diff: float = 0.0
-    seconds: float = 0.0
-
-
-def compare(answered: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray]) -> _Comparison:
-    """Compare two versions' outputs row by row: labels agree or not; floats by cosine and
-    largest absolute difference. An output the shadow lacks, or of another shape, disagrees."""
-    result = _Comparison(requests=1)
-    for name, a in answered.items():
-        a = np.asarray(a)
-        rows = a.shape[0] if a.ndim else 1
-        b = shadow.get(name)
-        b = None if b is None else np.asarray(b)
-        if b is None or b.shape != a.shape:
-            result.label_rows += rows
-            continue
-        left = a.reshape(rows, -1)
-        right = b.reshape(rows, -1)
-        if a.dtype.kind == "f" and b.dtype.kind == "f":
-            x = left.astype(np.float64)
-            y = right.astype(np.float64)
-            norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-            dots = np.einsum("ij,ij->i", x, y)
-            same = np.all(x == y, axis=1)  # zero rows included
-            cosine = np.where(same, 1.0, dots / np.where(norms == 0, 1.0, norms))
-            result.tensor_rows += rows
-            result.cosine_sum += float(cosine.sum())
-            if x.size:
-                result.max_abs_diff = max(result.max_abs_diff, float(np.abs(x - y).max()))
-        else:
-            result.label_rows += rows
-            result.label_agreed += int(np.all(left == right, axis=1).sum())
-    return result
-
-
-def p99(latency: list[int]) -> float:
-    """The 99th percentile of a histogram (the upper bound of its bucket); 0 when empty."""
-    total = sum(latency)
-    if not total:
-        return 0.0
-    rank = math.ceil(0.99 * total)
-    seen = 0
-    for bound, count in zip(LATENCY_BOUNDS, latency, strict=True):
-        seen += count
-        if seen >= rank:
-            return bound
-    return math.inf
 
 
 class Traffic:
@@ -285,8 +79,8 @@ class Traffic:
         self._kept: dict[str, Route | None] = {}
         self._generation = 0
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int, int], _Counts] = {}
-        self._comparisons: dict[tuple[str, int, int], _Comparison] = {}
+        self._counts: dict[tuple[str, int, int], Counts] = {}
+        self._comparisons: dict[tuple[str, int, int], Comparison] = {}
         self._shadow_queue: queue.Queue[tuple[Any, ...]] = queue.Queue(SHADOW_QUEUE_SIZE)
         #: Copies dropped because the shadow fell behind (this process, since it started).
         self.dropped = 0
@@ -408,7 +202,7 @@ class Traffic:
         with self._lock:
             counts = self._counts.get(key)
             if counts is None:
-                counts = self._counts[key] = _Counts()
+                counts = self._counts[key] = Counts()
             counts.requests += 1
             counts.errors += failed
             counts.seconds += seconds
@@ -480,7 +274,7 @@ class Traffic:
             loaded = self.registry.get(name, number)
             shadow_outputs = loaded.run(inputs)
         except Exception as exc:
-            result = _Comparison(requests=1, errors=1)
+            result = Comparison(requests=1, errors=1)
             logger.debug("mlapp: shadow %s v%s failed: %s", name, number, exc)
         else:
             result = compare(outputs, shadow_outputs)
@@ -493,12 +287,7 @@ class Traffic:
                 result.label_rows - result.label_agreed
             )
         with self._lock:
-            total = self._comparisons.setdefault((name, answered, number), _Comparison())
-            for attr in ("requests", "errors", "label_rows", "label_agreed", "tensor_rows"):
-                setattr(total, attr, getattr(total, attr) + getattr(result, attr))
-            total.cosine_sum += result.cosine_sum
-            total.seconds += result.seconds
-            total.max_abs_diff = max(total.max_abs_diff, result.max_abs_diff)
+            self._comparisons.setdefault((name, answered, number), Comparison()).add(result)
 
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until the shadow queue is empty (tests, and a process that shuts down)."""
@@ -575,117 +364,3 @@ class Traffic:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def window_totals(name: str, versions: list[int], seconds: int) -> dict[int, _Counts]:
-    """Requests, errors and latency of each of ``versions`` over the last ``seconds``, summed
-    over every process."""
-    since = int((time.time() - seconds) // BUCKET_SECONDS) * BUCKET_SECONDS
-    totals = {number: _Counts() for number in versions}
-    rows = TrafficWindow.objects.filter(
-        model_name=name, version__in=versions, bucket__gte=since
-    ).values_list("version", "requests", "errors", "total_seconds", "latency")
-    for number, requests, errors, total, latency in rows:
-        counts = totals[number]
-        counts.requests += requests
-        counts.errors += errors
-        counts.seconds += total
-        if latency:
-            counts.latency = [a + b for a, b in zip(counts.latency, latency, strict=True)]
-    return totals
-
-
-def rollback_reason(name: str, canary: int, production: int, rule: Rollback) -> str | None:
-    """Why the canary should be rolled back now, or None."""
-    totals = window_totals(name, [canary, production], rule.window)
-    c, p = totals[canary], totals[production]
-    if c.requests < rule.min_requests:
-        return None
-    canary_rate = c.errors / c.requests
-    production_rate = p.errors / p.requests if p.requests else 0.0
-    if rule.error_rate is not None and canary_rate - production_rate > rule.error_rate:
-        return (
-            f"error rate {canary_rate:.1%} over {c.requests} requests in {rule.window}s "
-            f"against production's {production_rate:.1%} (allowed: +{rule.error_rate:.1%})"
-        )
-    if rule.p99_ratio is not None and p.requests >= rule.min_requests:
-        canary_p99, production_p99 = p99(c.latency), p99(p.latency)
-        if canary_p99 > rule.p99_ratio * production_p99:
-            return (
-                f"p99 latency {canary_p99 * 1000:g} ms in {rule.window}s against "
-                f"production's {production_p99 * 1000:g} ms (allowed: x{rule.p99_ratio:g})"
-            )
-    return None
-
-
-def roll_back_canary(name: str, canary: int, reason: str, user: Any = None) -> bool:
-    """End the canary ``canary`` of ``name`` (once, whoever else decides it too) and record
-    why; True when this call did it."""
-    with transaction.atomic():
-        policy = (
-            TrafficPolicy.objects.select_related("model", "canary")
-            .filter(model__name=name, canary__version=canary)
-            .first()
-        )
-        if policy is None:
-            return False
-        done = TrafficPolicy.objects.filter(pk=policy.pk, canary_id=policy.canary_id).update(
-            canary=None, canary_weight=0.0
-        )
-        if not done:
-            return False
-        TrafficEvent.objects.create(
-            model=policy.model,
-            action="rolled back",
-            message=f"Canary v{canary} rolled back automatically: {reason}.",
-            user=user,
-        )
-        announce(name)  # update() sends no post_save
-    metrics.CANARY_ROLLBACKS.labels(name, str(canary)).inc()
-    logger.warning("mlapp: canary %s v%s rolled back: %s", name, canary, reason)
-    return True
-
-
-@dataclass(frozen=True)
-class VersionTraffic:
-    """What one version answered over a window, in all processes together."""
-
-    version: int
-    requests: int
-    errors: int
-    mean_ms: float
-    p99_ms: float
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-
-def traffic_summary(name: str, seconds: int = 600) -> list[VersionTraffic]:
-    """Each version's requests, errors and latency over the last ``seconds`` (counted while
-    the model had a policy), newest version first."""
-    since = int((time.time() - seconds) // BUCKET_SECONDS) * BUCKET_SECONDS
-    numbers = sorted(
-        set(
-            TrafficWindow.objects.filter(model_name=name, bucket__gte=since).values_list(
-                "version", flat=True
-            )
-        ),
-        reverse=True,
-    )
-    totals = window_totals(name, numbers, seconds)
-    return [
-        VersionTraffic(
-            number,
-            c.requests,
-            c.errors,
-            1000 * c.seconds / c.requests if c.requests else 0.0,
-            1000 * p99(c.latency) if c.requests else 0.0,
-        )
-        for number, c in totals.items()
-    ]
-
-
-def shadow_summary(name: str) -> list[ShadowComparison]:
-    """The running comparisons of ``name``'s shadow versions, most recent first."""
-    return list(ShadowComparison.objects.filter(model_name=name).order_by("-updated_at"))

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from mlapp.models import ModelVersion, TrafficEvent, TrafficPolicy, TrafficWindow
-from mlapp.serving.traffic import BUCKET_SECONDS, LATENCY_BOUNDS
+from mlapp.serving.traffic_stats import BUCKET_SECONDS, LATENCY_BOUNDS
 from mlapp.versions.lifecycle import register_version
 from mlapp.versions.traffic import set_policy
 

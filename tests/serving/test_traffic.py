@@ -13,8 +13,8 @@ from rest_framework.test import APIClient
 import mlapp
 from mlapp.models import ModelVersion, TrafficPolicy
 from mlapp.serving.inputs import named
+from mlapp.serving.routes import Caller
 from mlapp.serving.service import service
-from mlapp.serving.traffic import Caller
 from mlapp.versions.lifecycle import promote_version, register_version
 
 pytestmark = pytest.mark.django_db

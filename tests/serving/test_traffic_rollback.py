@@ -9,11 +9,11 @@ import pytest
 
 from mlapp.models import TrafficEvent, TrafficPolicy, TrafficWindow
 from mlapp.serving.inputs import named
+from mlapp.serving.routes import Rollback
 from mlapp.serving.service import service
-from mlapp.serving.traffic import (
+from mlapp.serving.traffic_stats import (
     BUCKET_SECONDS,
     LATENCY_BOUNDS,
-    Rollback,
     roll_back_canary,
     rollback_reason,
 )

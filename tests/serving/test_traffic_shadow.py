@@ -13,7 +13,7 @@ from mlapp.serving import traffic as traffic_module
 from mlapp.serving.inputs import named
 from mlapp.serving.registry import registry
 from mlapp.serving.service import service
-from mlapp.serving.traffic import compare
+from mlapp.serving.shadow import compare
 from mlapp.versions.lifecycle import register_version
 from tests.artifacts import expected
 

@@ -36,8 +36,8 @@ from mlapp.api.grpc import codec
 from mlapp.api.grpc import messages as pb
 from mlapp.api.v2 import views
 from mlapp.exceptions import ModelNotFound
+from mlapp.serving.routes import Caller
 from mlapp.serving.service import service
-from mlapp.serving.traffic import Caller
 
 logger = logging.getLogger("mlapp.grpc")
 

@@ -35,8 +35,8 @@ from mlapp.exceptions import (
     UnsupportedMediaType,
 )
 from mlapp.runtimes.tensors import Signature
+from mlapp.serving.routes import Caller
 from mlapp.serving.service import service
-from mlapp.serving.traffic import Caller
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -24,8 +24,8 @@ from mlapp.api.native.status import example_request, public_signature
 from mlapp.api.permissions import PREDICT, open_to_anyone, permission_classes
 from mlapp.exceptions import MLAppError
 from mlapp.serving.inputs import named
+from mlapp.serving.routes import Caller
 from mlapp.serving.service import service
-from mlapp.serving.traffic import Caller
 
 #: Accept headers that mean "JSON is fine" (no header at all counts as */*).
 _JSON_ACCEPT = frozenset({"*/*", "application/json", ""})

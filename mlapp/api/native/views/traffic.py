@@ -14,7 +14,7 @@ from mlapp.api.native.schema_docs import extend_schema
 from mlapp.api.permissions import MANAGE
 from mlapp.exceptions import InvalidInput
 from mlapp.models import MLModel
-from mlapp.serving.traffic import shadow_summary, traffic_summary
+from mlapp.serving.traffic_stats import shadow_summary, traffic_summary
 from mlapp.versions.traffic import end_experiment, policy_of, promote_canary, set_policy
 
 
