@@ -304,6 +304,9 @@ class Results:
     #: (case, concurrency) -> the raw call measured next to those cells.
     raw: dict[tuple[str, int], dict] = field(default_factory=dict)
     cells: dict[tuple[str, str, int], Cell] = field(default_factory=dict)
+    #: Every run of a cell, in the order of the repeats (a repeat runs each server once,
+    #: one right after the other).
+    runs: dict[tuple[str, str, int], list[Cell]] = field(default_factory=dict)
     memory: dict[int, float] = field(default_factory=dict)
     targets: list[str] = field(default_factory=list)
     #: (sample rate, concurrency) -> iris with the prediction log at that rate.
@@ -413,11 +416,31 @@ def run_targets(args, work: Path, server_core: int, load_core: int, results: Res
                 for server in servers:
                     cell = _median(runs[server.label])
                     results.cells[(server.label, case.name, c)] = cell
+                    results.runs[(server.label, case.name, c)] = runs[server.label]
                     log(
                         f"{server.label:28} {case.name:10} c={c:<3} {cell.requests_per_s:8.0f} "
                         f"req/s p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms  "
                         f"cpu {cell.cpu_us_per_request:6.0f} us/req"
                     )
+
+
+def _paired(results: Results, target: str, base: str, case: str, c: int) -> str:
+    """The median over the repeats of each repeat's ratio (target ÷ base req/s, CPU): the
+    two ran one right after the other, so the machine's drift from minute to minute, which
+    a ratio of medians keeps, mostly cancels. Empty with fewer than 3 repeats."""
+    ours, theirs = results.runs.get((target, case, c), []), results.runs.get((base, case, c), [])
+    if len(ours) < 3 or len(ours) != len(theirs):
+        return ""
+    rates = sorted(a.requests_per_s / b.requests_per_s for a, b in zip(ours, theirs, strict=True))
+    cpus = sorted(
+        a.cpu_us_per_request / max(b.cpu_us_per_request, 1e-9)
+        for a, b in zip(ours, theirs, strict=True)
+    )
+    middle = len(rates) // 2
+    return (
+        f" (paired by repeat: {rates[middle]:.3f} req/s, {cpus[middle]:.2f} CPU, "
+        f"req/s ratios {rates[0]:.3f}..{rates[-1]:.3f})"
+    )
 
 
 def _median(cells: list[Cell]) -> Cell:
@@ -599,6 +622,7 @@ def table(args, results: Results) -> str:
         ratios = [
             f"{name} c={c}: {cell.requests_per_s / b.requests_per_s:.3f} req/s, "
             f"{cell.cpu_us_per_request / max(b.cpu_us_per_request, 1e-9):.2f} CPU"
+            + _paired(results, target, base, name, c)
             for name in args.cases
             for c in args.concurrency
             if (cell := results.cells.get((target, name, c)))
