@@ -79,6 +79,11 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response
+    # A new connection to a node per request: a request HAProxy sends on a kept-alive
+    # connection whose node has just died is not retried by HAProxy, which closes the
+    # client's connection instead so that the client may (CI saw one such request fail,
+    # begun 4 ms after the kill). Without reuse, that is a refused connection, retried here.
+    http-reuse never
 
 frontend lb
     bind 127.0.0.1:{lb}
