@@ -320,7 +320,26 @@ class Traffic:
         with self._lock:
             counts, self._counts = self._counts, {}
             comparisons, self._comparisons = self._comparisons, {}
-        for (name, version, bucket), c in counts.items():
+        try:
+            self._write(counts, comparisons)
+        except Exception:
+            # What was not written goes back, to be written with the next counts (the
+            # caller logs the error): a lost connection loses no request's count.
+            with self._lock:
+                for key, c in counts.items():
+                    self._counts.setdefault(key, Counts()).add(c)
+                for key, s in comparisons.items():
+                    self._comparisons.setdefault(key, Comparison()).add(s)
+            raise
+
+    def _write(
+        self,
+        counts: dict[tuple[str, int, int], Counts],
+        comparisons: dict[tuple[str, int, int], Comparison],
+    ) -> None:
+        """Write the counters, removing each from its dict once it is stored."""
+        for key, c in list(counts.items()):
+            name, version, bucket = key
             row, _ = TrafficWindow.objects.get_or_create(
                 process=self.process, model_name=name, version=version, bucket=bucket
             )
@@ -330,7 +349,9 @@ class Traffic:
             stored = row.latency or [0] * len(LATENCY_BOUNDS)
             row.latency = [a + b for a, b in zip(stored, c.latency, strict=True)]
             row.save(update_fields=["requests", "errors", "total_seconds", "latency"])
-        for (name, answered, number), s in comparisons.items():
+            del counts[key]
+        for key, s in list(comparisons.items()):
+            name, answered, number = key
             ShadowComparison.objects.get_or_create(
                 model_name=name, answered=answered, shadow=number
             )
@@ -346,6 +367,7 @@ class Traffic:
                 max_abs_diff=Greatest(F("max_abs_diff"), s.max_abs_diff),
                 shadow_seconds=F("shadow_seconds") + s.seconds,
             )
+            del comparisons[key]
 
     def check_rollbacks(self) -> list[str]:
         """Roll back every canary of this process's routes that does worse than production

@@ -45,6 +45,13 @@ class Counts:
     seconds: float = 0.0
     latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS))
 
+    def add(self, other: Counts) -> None:
+        """Add ``other``'s counts to these."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.seconds += other.seconds
+        self.latency = [a + b for a, b in zip(self.latency, other.latency, strict=True)]
+
 
 def p99(latency: list[int]) -> float:
     """The 99th percentile of a histogram (the upper bound of its bucket); 0 when empty."""

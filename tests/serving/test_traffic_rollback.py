@@ -126,3 +126,31 @@ def test_counters_past_the_retention_are_deleted_by_the_next_write(canary, monke
     processes = set(TrafficWindow.objects.values_list("process", flat=True))
     assert "web-1:10" in processes
     assert "gone:1" not in processes
+
+
+def test_counters_a_failed_write_did_not_store_are_written_by_the_next(canary, monkeypatch):
+    """A write that fails part-way (say, the database connection dropped) keeps what it did
+    not store for the next write: no request's count is lost, none is counted twice."""
+    from django.db import OperationalError
+
+    for version in (1, 1, 2):
+        service.traffic.record("affine", version, 0.001)
+    real = TrafficWindow.objects.get_or_create
+    calls = []
+
+    def second_fails(**kwargs):
+        calls.append(kwargs["version"])
+        if len(calls) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    monkeypatch.setattr(TrafficWindow.objects, "get_or_create", second_fails)
+    with pytest.raises(OperationalError):
+        service.traffic.flush()
+    service.traffic.record("affine", 1, 0.001)
+    service.traffic.flush()
+    stored: dict[int, int] = {}
+    rows = TrafficWindow.objects.filter(process=service.traffic.process)
+    for version, requests in rows.values_list("version", "requests"):  # by bucket
+        stored[version] = stored.get(version, 0) + requests
+    assert stored == {1: 3, 2: 1}
