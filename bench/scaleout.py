@@ -489,6 +489,20 @@ def promotion(cluster: Cluster, artifact: Path, clients: int) -> dict[str, Any]:
     return result
 
 
+def refused_since(port: int, timeout: float = 5) -> float:
+    """When connections to ``port`` began to be refused (``time.monotonic()``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except ConnectionRefusedError:
+            return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.001)
+    raise RuntimeError(f"port {port} still accepts connections {timeout:g} s after the kill")
+
+
 def web_node_dies(cluster: Cluster, clients: int) -> dict[str, Any]:
     """Node 2 SIGKILLed mid-load: what the clients of the balancer saw, and node 1 after."""
     before = cluster.haproxy_backend()
@@ -496,21 +510,30 @@ def web_node_dies(cluster: Cluster, clients: int) -> dict[str, Any]:
         time.sleep(1.5)
         killed = time.monotonic()
         cluster.processes["web2"].kill()
+        # Dead to the balancer once its port refuses: until then (the exiting processes'
+        # sockets close last, after their memory is torn down, a few ms) a connection may
+        # still be accepted by node 2's kernel and the request sent there, then reset.
+        dead = refused_since(cluster.ports.web2)
         time.sleep(3)
     after = cluster.haproxy_backend()
     status, _ = request(
         cluster.ports.web1, "POST", "/v2/models/affine/infer", INFER,
         {"Content-Type": "application/json"},
     )  # fmt: skip
+
+    def in_flight(answer: Answer) -> bool:
+        return answer.started <= dead and answer.ended >= killed
+
     return {
         "requests": len(load.answers),
-        "during_kill": sum(1 for a in load.answers if a.started <= killed <= a.ended),
-        "after_kill": sum(1 for a in load.answers if a.started > killed),
+        "during_kill": sum(1 for a in load.answers if in_flight(a)),
+        "after_kill": sum(1 for a in load.answers if a.started > dead),
         "failed": len(load.failed()),
         # A request node 2 had already taken when it died cannot be retried by the balancer
         # (a POST may have run); every other one must be answered.
-        "failed_in_flight": sum(1 for a in load.failed() if a.started <= killed <= a.ended),
-        "failed_retryable": sum(1 for a in load.failed() if not (a.started <= killed <= a.ended)),
+        "failed_in_flight": sum(1 for a in load.failed() if in_flight(a)),
+        "failed_retryable": sum(1 for a in load.failed() if not in_flight(a)),
+        "dead_after_kill_ms": round(1000 * (dead - killed), 1),
         "killed_at": killed,
         "failures": [vars(a) for a in load.failed()][:5],
         "haproxy_retries": int(after.get("wretr") or 0) - int(before.get("wretr") or 0),

@@ -54,7 +54,7 @@ def test_a_killed_web_node_loses_no_request_through_the_balancer(figures):
     dies = figures["web_node_dies"]
     # What the balancer could retry is never lost: only a request node 2 had taken when it
     # was killed may fail (one in flight per client at most).
-    assert dies["failed_retryable"] == 0, (dies["killed_at"], dies["failures"])
+    assert dies["failed_retryable"] == 0, (dies["dead_after_kill_ms"], dies["failures"])
     assert dies["failed_in_flight"] <= dies["during_kill"]
     assert dies["after_kill"] > 50
     assert dies["web2_status"] == "DOWN"
