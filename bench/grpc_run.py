@@ -3,11 +3,19 @@
 Sets up a fresh database with the demo models, starts ``mlapp_serve --grpc-port`` (the
 production server: gRPC from its worker, beside HTTP; batching off, the default) and
 KServe's model server with its gRPC server (bench/kserve_server.py, from ``.venv-kserve``),
-both pinned to one core, and drives each with bench/grpc_load.py (asyncio, connections kept
-open, pinned to the other core): ModelInfer with the inputs in ``raw_input_contents``
-(tritonclient's default), batch 1, at each concurrency, the servers taking turns. mlapp's
-REST path (OIP V2 JSON by wrk, as bench/run.py measures it) is measured beside, for the
-latency at c=1.
+both pinned to one core, and drives each from the other core: ModelInfer with the inputs in
+``raw_input_contents`` (tritonclient's default), batch 1, at each concurrency, the servers
+taking turns. mlapp's REST path (OIP V2 JSON by wrk, as bench/run.py measures it) is measured
+beside, for the latency at c=1.
+
+The load (``--loader``): ``h2load`` (nghttp2's C load generator, Debian's nghttp2-client; the
+default when installed) posts the case's first request, framed as gRPC, over connections kept
+open, as wrk does for REST, so that a latency at c=1 is the server's and not a Python
+client's; it does not read gRPC's status trailer, so every answer is checked otherwise: one
+call through grpcio before and after, and the answers' bytes counted (a refused call answers
+no message). ``python``: bench/grpc_load.py (asyncio over grpc.aio, each answer's status
+read; the bodies of every row of the case), whose own per-call cost at c=1 is about the
+server's.
 
     make bench-grpc                  # about five minutes
     .venv/bin/python bench/grpc_run.py --help
@@ -17,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,10 +36,13 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cases import cases  # noqa: E402
+from bench.grpc_load import requests as grpc_requests  # noqa: E402
 from bench.run import (  # noqa: E402
     KSERVE_PYTHON,
     PYTHON,
@@ -70,6 +83,66 @@ def grpc_cell(server: Server, grpc_port: int, core: int, case: str, c: int, args
         p99_ms=result["p99_us"] / 1000,
         cpu_us_per_request=1e6 * cpu / max(total, 1),
         errors=result["errors"],
+    )
+
+
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def grpc_answer(port: int, body: bytes) -> bytes:
+    """The answer to one ModelInfer call (serialized ``body``); raises unless it is OK."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return channel.unary_unary(METHOD)(body, timeout=30)
+
+
+def h2load(core: int, port: int, body: Path, c: int, connections: int, seconds: float, log=None):
+    streams = math.ceil(c / connections)
+    command = [
+        "taskset", "-c", str(core), "h2load", "-c", str(connections), "-m", str(streams),
+        "-D", str(max(1, round(seconds))), "-d", str(body),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        *(["--log-file", str(log)] if log else []),
+        f"http://127.0.0.1:{port}{METHOD}",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"h2load failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def h2load_cell(
+    server: Server, grpc_port: int, core: int, case: str, c: int, args, work: Path
+) -> Cell:
+    """One run of h2load at ``c`` calls in flight (``c`` over at most ``--connections``
+    connections), after a warm-up run; latencies from its per-request log."""
+    message = grpc_requests(case)[0]
+    body = work / f"{case}.grpc"
+    body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    answer = grpc_answer(grpc_port, message)
+    connections = min(c, args.connections)
+    h2load(core, grpc_port, body, c, connections, args.warmup)
+    log_file = work / "h2load.log"
+    log_file.unlink(missing_ok=True)
+    cpu_before = cpu_seconds(server.process.pid)
+    output = h2load(core, grpc_port, body, c, connections, args.duration, log_file)
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    if grpc_answer(grpc_port, message) != answer:
+        raise SystemExit(f"{server.label}: the answer to {case} changed during the run")
+    rows = [line.split("\t") for line in log_file.read_text().splitlines()]
+    count = max(len(rows), 1)
+    latencies = np.sort(np.array([int(row[2]) for row in rows] or [0]))
+    # HTTP statuses other than 200, and calls answered without the OK answer's message
+    # (h2load counts the bytes of the DATA frames it received: 5 + the message per answer).
+    data = int(re.search(r"\((\d+)\) data", output).group(1))
+    not_ok = sum(row[1] != "200" for row in rows) + max(0, count - data // (5 + len(answer)))
+    return Cell(
+        requests_per_s=len(rows) / args.duration,
+        p50_ms=float(latencies[len(latencies) // 2]) / 1000,
+        p99_ms=float(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]) / 1000,
+        cpu_us_per_request=1e6 * cpu / count,
+        errors=not_ok,
     )
 
 
@@ -116,7 +189,10 @@ def run(args, work: Path, server_core: int, load_core: int) -> dict:
                 for repeat in range(args.repeat):
                     order = targets[repeat % 2 :] + targets[: repeat % 2]
                     for server, grpc in order:
-                        cell = grpc_cell(server, grpc, load_core, case, c, args)
+                        if args.loader == "h2load":
+                            cell = h2load_cell(server, grpc, load_core, case, c, args, work)
+                        else:
+                            cell = grpc_cell(server, grpc, load_core, case, c, args)
                         runs[server.label].append(cell)
                     path = f"/v2/models/{cases()[case].model}/infer"
                     runs["REST"].append(measure(mlapp, load_core, bodies, path, c, args))
@@ -171,6 +247,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--connections", type=int, default=4, help="channels the load keeps open (at most c)"
     )
+    parser.add_argument(
+        "--loader",
+        choices=("h2load", "python"),
+        default="h2load" if shutil.which("h2load") else "python",
+        help="h2load (C, the default when installed) or bench/grpc_load.py (asyncio)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
@@ -201,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
     print(table(args, results))
     print(
-        f"servers on core {server_core}, load on core {load_core}; {args.duration:g} s per run, "
+        f"servers on core {server_core}, load on core {load_core} ({args.loader}); "
+        f"{args.duration:g} s per run, "
         f"median of {args.repeat}; load average before {load_before[0]:.2f}, after "
         f"{os.getloadavg()[0]:.2f}; {time.monotonic() - started:.0f} s in all"
     )

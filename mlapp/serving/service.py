@@ -270,7 +270,7 @@ class InferenceService:
         protocol: str = PYTHON,
         caller: Caller | None = None,
         request_id: str | Callable[[], str | None] | None = None,
-        key: str | None = None,
+        key: str | Callable[[], str | None] | None = None,
     ) -> Prediction:
         """Run model ``name`` (its production version, or ``version``) on a request.
 
@@ -281,7 +281,7 @@ class InferenceService:
         on for it. Without a ``version``, the model's traffic policy may choose its canary
         (by ``caller`` when the policy is sticky) and copy the request to its shadow.
         ``request_id`` and ``key`` (the caller's, when sent) go to the prediction log when the
-        model samples this request (``request_id`` may be a callable, called only then).
+        model samples this request (either may be a callable, called only then).
         """
         started = time.perf_counter()
         # One dictionary lookup for a model without a policy; a pinned version bypasses it.
@@ -315,6 +315,8 @@ class InferenceService:
         if loaded.log_rate:
             if callable(request_id):
                 request_id = request_id()
+            if callable(key):
+                key = key()
             recorder.offer(loaded, arrays, outputs, elapsed, protocol, request_id, key)
         if route is not None:
             self.traffic.record(loaded.name, loaded.version, elapsed)

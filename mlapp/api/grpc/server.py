@@ -18,8 +18,7 @@ spreads connections over the workers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -34,6 +33,7 @@ from mlapp.api import permissions
 from mlapp.api.errors import render_error
 from mlapp.api.grpc import codec
 from mlapp.api.grpc import messages as pb
+from mlapp.api.grpc.pool import Pool
 from mlapp.api.v2 import views
 from mlapp.exceptions import ModelNotFound
 from mlapp.serving.routes import Caller
@@ -87,6 +87,33 @@ def _version(name: str, text: str) -> int | None:
     if not (text.isascii() and text.isdigit()):
         raise ModelNotFound.no_version(name, text)
     return int(text)
+
+
+class _Metadata(Mapping[str, str]):
+    """A call's metadata as case-insensitive headers, built on first read: most calls never
+    read it, and building the mapping cost more than the request's decoding."""
+
+    __slots__ = ("_headers", "_pairs")
+
+    def __init__(self, pairs: Any) -> None:
+        self._pairs = pairs
+        self._headers: CaseInsensitiveMapping[str] | None = None
+
+    def _read(self) -> CaseInsensitiveMapping[str]:
+        if self._headers is None:
+            self._headers = CaseInsensitiveMapping(
+                {key: _text(value) or "" for key, value in self._pairs or ()}
+            )
+        return self._headers
+
+    def __getitem__(self, key: str) -> str:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 class InferenceServicer:
@@ -157,21 +184,19 @@ class InferenceServicer:
             decoded.append(codec.decode_request(request, signature))
             return decoded[0].inputs
 
-        # Metadata as headers (case-insensitive, as REST's): a traffic policy sticky by a
-        # header reads it; x-request-id and x-mlapp-key name the request in the prediction
-        # log, as REST's X-Request-ID and X-MLAPP-Key (the request's own id when no
-        # x-request-id is sent).
-        metadata = CaseInsensitiveMapping(
-            {key: _text(value) or "" for key, value in context.invocation_metadata() or ()}
-        )
+        # Metadata as headers (case-insensitive, as REST's), read only when something asks: a
+        # traffic policy sticky by a header, or the prediction log (x-request-id and
+        # x-mlapp-key name the request there, as REST's X-Request-ID and X-MLAPP-Key; the
+        # request's own id when no x-request-id is sent).
+        metadata = _Metadata(context.invocation_metadata())
         prediction = service.predict(
             name,
             decode,
             version=_version(name, request.model_version),
             protocol=PROTOCOL,
             caller=Caller(metadata, fields=lambda: codec.parameters(request.parameters)),
-            request_id=metadata.get("x-request-id") or request.id or None,
-            key=metadata.get("x-mlapp-key"),
+            request_id=lambda: metadata.get("x-request-id") or request.id or None,
+            key=lambda: metadata.get("x-mlapp-key"),
         )
         assert prediction.signature is not None  # the service sets it
         return codec.encode_response(
@@ -210,7 +235,7 @@ def _guarded(
     return handle
 
 
-def generic_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+def method_handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
     """The service's method table (what a generated ``add_..._to_server`` would build)."""
     methods = {
         "ServerLive": (servicer.server_live, pb.ServerLiveRequest),
@@ -220,17 +245,18 @@ def generic_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
         "ModelMetadata": (servicer.model_metadata, pb.ModelMetadataRequest),
         "ModelInfer": (servicer.model_infer, pb.ModelInferRequest),
     }
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            name: grpc.unary_unary_rpc_method_handler(
-                _guarded(method, message),
-                request_deserializer=None,  # bytes: parsed in _guarded
-                response_serializer=lambda response: response.SerializeToString(),
-            )
-            for name, (method, message) in methods.items()
-        },
-    )
+    return {
+        name: grpc.unary_unary_rpc_method_handler(
+            _guarded(method, message),
+            request_deserializer=None,  # bytes: parsed in _guarded
+            response_serializer=_serialize,
+        )
+        for name, (method, message) in methods.items()
+    }
+
+
+def _serialize(response: Any) -> bytes:
+    return response.SerializeToString()
 
 
 class GrpcServer:
@@ -245,6 +271,7 @@ class GrpcServer:
         self.threads = threads
         self.bound_port: int | None = None
         self._server: grpc.Server | None = None
+        self._pool: Pool | None = None
 
     def options(self) -> list[tuple[str, Any]]:
         limit = -1 if self.max_message_size is None else self.max_message_size
@@ -257,13 +284,17 @@ class GrpcServer:
 
     def start(self) -> int:
         """Start serving; returns the bound port. Raises when the port cannot be bound."""
-        executor = ThreadPoolExecutor(self.threads, thread_name_prefix="mlapp-grpc")
-        server = grpc.server(executor, options=self.options())
-        server.add_generic_rpc_handlers((generic_handler(InferenceServicer()),))
+        # grpc's ThreadPoolExecutor would do, at more cost a call (mlapp.api.grpc.pool).
+        self._pool = pool = Pool(self.threads)
+        server = grpc.server(pool, options=self.options())
+        # Registered methods: gRPC's core matches the method's path itself and hands the call
+        # to its handler, where a generic handler is looked up in Python on every call.
+        server.add_registered_method_handlers(SERVICE, method_handlers(InferenceServicer()))
         address = f"{self.host}:{self.port}"
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:
+            pool.shutdown(wait=False)
             raise RuntimeError(f"The gRPC server cannot listen on {address}: {exc}") from None
         server.start()
         self._server, self.bound_port = server, bound
@@ -274,6 +305,9 @@ class GrpcServer:
         if self._server is not None:
             self._server.stop(grace).wait(grace + 5)
             self._server = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
 
 def start_server(
