@@ -57,8 +57,8 @@ serve: install
 	@echo "Serving on http://127.0.0.1:$(PORT)/ and gRPC on 127.0.0.1:$(GRPC_PORT) (Ctrl-C to stop)"
 	DJANGO_DEBUG=0 $(BIN)/python manage.py mlapp_serve --port $(PORT) --grpc-port $(GRPC_PORT) < /dev/null
 
-# mlapp against the raw model call and KServe (needs wrk: apt-get install wrk). About seven
-# minutes; BENCH_ARGS=--quick for a shorter run, see bench/run.py --help.
+# mlapp against the raw model call and KServe (needs wrk and h2load: apt-get install wrk
+# nghttp2-client). About seven minutes; BENCH_ARGS=--quick for a shorter run, see bench/run.py --help.
 BENCH_ARGS ?=
 bench: install kserve-venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
