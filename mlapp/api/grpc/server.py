@@ -91,7 +91,8 @@ def _version(name: str, text: str) -> int | None:
 
 class _Metadata(Mapping[str, str]):
     """A call's metadata as case-insensitive headers, built on first read: most calls never
-    read it, and building the mapping cost more than the request's decoding."""
+    read it, and building it (with the caller around it) cost about as much as decoding the
+    request (~10-20 µs)."""
 
     __slots__ = ("_headers", "_pairs")
 
