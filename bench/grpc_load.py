@@ -40,6 +40,15 @@ def _raw(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
+def percentiles(latencies: list[int]) -> tuple[float, float]:
+    """The p50 and p99 of ``latencies`` (0 when there are none), in their own unit."""
+    ordered = np.sort(np.asarray(latencies or [0], dtype=np.int64))
+    return (
+        float(ordered[len(ordered) // 2]),
+        float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]),
+    )
+
+
 def requests(case: str) -> list[bytes]:
     """The benchmark's rows of ``case`` (bench/cases.py) as serialized ModelInferRequests."""
     chosen = cases()[case]
@@ -80,12 +89,12 @@ async def _run(args: argparse.Namespace, bodies: list[bytes], seconds: float) ->
     elapsed = time.perf_counter() - began
     for channel in channels:
         await channel.close()
-    ordered = np.sort(np.asarray(latencies or [0], dtype=np.int64))
+    p50, p99 = percentiles(latencies)
     return {
         "requests": len(latencies),
         "seconds": elapsed,
-        "p50_us": float(ordered[len(ordered) // 2]) / 1000,
-        "p99_us": float(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]) / 1000,
+        "p50_us": p50 / 1000,
+        "p99_us": p99 / 1000,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
     }

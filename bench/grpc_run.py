@@ -36,12 +36,11 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cases import cases  # noqa: E402
+from bench.grpc_load import METHOD, percentiles  # noqa: E402
 from bench.grpc_load import requests as grpc_requests  # noqa: E402
 from bench.run import (  # noqa: E402
     KSERVE_PYTHON,
@@ -84,9 +83,6 @@ def grpc_cell(server: Server, grpc_port: int, core: int, case: str, c: int, args
         cpu_us_per_request=1e6 * cpu / max(total, 1),
         errors=result["errors"],
     )
-
-
-METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def grpc_answer(port: int, body: bytes) -> bytes:
@@ -132,15 +128,15 @@ def h2load_cell(
         raise SystemExit(f"{server.label}: the answer to {case} changed during the run")
     rows = [line.split("\t") for line in log_file.read_text().splitlines()]
     count = max(len(rows), 1)
-    latencies = np.sort(np.array([int(row[2]) for row in rows] or [0]))
+    p50_us, p99_us = percentiles([int(row[2]) for row in rows])
     # HTTP statuses other than 200, and calls answered without the OK answer's message
     # (h2load counts the bytes of the DATA frames it received: 5 + the message per answer).
     data = int(re.search(r"\((\d+)\) data", output).group(1))
     not_ok = sum(row[1] != "200" for row in rows) + max(0, count - data // (5 + len(answer)))
     return Cell(
         requests_per_s=len(rows) / args.duration,
-        p50_ms=float(latencies[len(latencies) // 2]) / 1000,
-        p99_ms=float(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]) / 1000,
+        p50_ms=p50_us / 1000,
+        p99_ms=p99_us / 1000,
         cpu_us_per_request=1e6 * cpu / count,
         errors=not_ok,
     )
