@@ -7,6 +7,9 @@ the CPU microseconds per request (median over the rounds):
 - service: ``mlapp.predict``'s service on the same arrays (routing, validation, metrics);
 - V2 fast path: the V2 body through ``mlapp.wsgi``'s application with
   ``V2_SKIP_MIDDLEWARE`` (``mlapp.api.v2.fastpath``);
+- gRPC handler: the serialized ModelInfer request (``bench/grpc_load.py``'s, inputs raw)
+  through the gRPC service's handler (``mlapp.api.grpc.server``), parsed to answer bytes,
+  without the transport;
 - V2 through Django: the same body through Django's handler, URL resolving and the example
   project's middleware.
 
@@ -120,6 +123,9 @@ def main() -> None:
     call_command("setup_demo", "--no-admin", stdout=open(os.devnull, "w"))  # noqa: SIM115
 
     from bench.cases import cases
+    from bench.grpc_load import METHOD
+    from bench.grpc_load import requests as grpc_requests
+    from mlapp.api.grpc.server import InferenceServicer, handlers
     from mlapp.api.v2 import fastpath
     from mlapp.serving.inputs import named
     from mlapp.serving.service import service
@@ -127,6 +133,7 @@ def main() -> None:
 
     django_app = get_wsgi_application()
     fast_app = fastpath.SkipMiddleware(django_app, fastpath.infer_pattern())
+    grpc_handler = handlers(InferenceServicer())[METHOD]
     selected = [cases()[name] for name in args.cases.split(",")]
     rows = []
     for case in selected:
@@ -142,6 +149,7 @@ def main() -> None:
             ),
             "V2 fast path": (wsgi_call(fast_app, path), case.bodies),
             "V2 through Django": (wsgi_call(django_app, path), case.bodies),
+            "gRPC handler": (lambda raw: grpc_handler(raw, ()), grpc_requests(case.name)),
         }
         count = args.requests if case.model != "minilm" else max(args.requests // 50, 20)
         for call, items in kinds.values():  # warm-up
@@ -161,14 +169,17 @@ def main() -> None:
         + stubbed
     )
     print()
-    header = ["case", "raw call", "service", "V2 fast path", "V2 through Django", "Django's share"]
+    header = [
+        "case", "raw call", "service", "V2 fast path", "V2 through Django", "Django's share",
+        "gRPC handler",
+    ]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("| --- " + "| ---: " * (len(header) - 1) + "|")
     for name, m in rows:
         share = m["V2 through Django"] - m["V2 fast path"]
         print(
             f"| {name} | {m['raw call']:.0f} | {m['service']:.0f} | {m['V2 fast path']:.0f} | "
-            f"{m['V2 through Django']:.0f} | {share:.0f} |"
+            f"{m['V2 through Django']:.0f} | {share:.0f} | {m['gRPC handler']:.0f} |"
         )
 
 

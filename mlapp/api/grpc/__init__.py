@@ -24,7 +24,16 @@ logger = logging.getLogger("mlapp.grpc")
 #: (docs/performance.md#grpc). Experiments come and go between grpcio releases, and an
 #: unknown one is logged as an error, so this applies to the releases it was measured on.
 TRANSPORT_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
-MEASURED_GRPCIO = ((1, 62), (1, 85))
+MEASURED_GRPCIO = ((1, 64), (1, 85))
+
+
+def grpcio_release() -> tuple[int, int] | None:
+    """The installed grpcio's (major, minor); None when it is not installed."""
+    try:
+        major, minor = metadata.version("grpcio").split(".")[:2]
+        return int(major), int(minor)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
 
 
 def transport_defaults(environ: MutableMapping[str, str] | None = None) -> str | None:
@@ -37,12 +46,9 @@ def transport_defaults(environ: MutableMapping[str, str] | None = None) -> str |
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     if "GRPC_EXPERIMENTS" in env:
         return env["GRPC_EXPERIMENTS"]
-    try:
-        release = tuple(int(part) for part in metadata.version("grpcio").split(".")[:2])
-    except (metadata.PackageNotFoundError, ValueError):
-        return None
+    release = grpcio_release()
     low, high = MEASURED_GRPCIO
-    if not low <= release <= high:
+    if release is None or not low <= release <= high:
         return None
     env["GRPC_EXPERIMENTS"] = TRANSPORT_EXPERIMENTS
     return TRANSPORT_EXPERIMENTS

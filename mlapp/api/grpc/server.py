@@ -33,6 +33,7 @@ from mlapp.api import permissions
 from mlapp.api.errors import render_error
 from mlapp.api.grpc import codec
 from mlapp.api.grpc import messages as pb
+from mlapp.api.grpc.loop import Abort, CallLoop, Handler, Metadata
 from mlapp.api.grpc.pool import Pool
 from mlapp.api.v2 import views
 from mlapp.exceptions import ModelNotFound
@@ -57,13 +58,8 @@ STATUS_CODES = {
 }
 
 
-class RpcError(Exception):
-    """An answer other than OK, with its gRPC status code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+#: An answer other than OK, with its gRPC status code and message.
+RpcError = Abort
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -120,11 +116,11 @@ class _Metadata(Mapping[str, str]):
 class InferenceServicer:
     """The six RPCs, each a thin call of the inference service."""
 
-    def _check_access(self, kind: str, context: grpc.ServicerContext) -> None:
+    def _check_access(self, kind: str, metadata: Metadata) -> None:
         """The REST rule (:func:`mlapp.api.v2.views.check_access`): the ``MLAPP`` permission
         classes of ``kind``, with the ``authorization`` metadata as the HTTP header."""
         credentials = None
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata or ():
             if key == "authorization":
                 credentials = value if isinstance(value, str) else value.decode("latin-1")
         if credentials is None and permissions.open_to_anyone(kind):
@@ -148,24 +144,24 @@ class InferenceServicer:
 
     # -- the RPCs -------------------------------------------------------------------------
 
-    def server_live(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def server_live(self, request: Any, metadata: Metadata) -> Any:
         return pb.ServerLiveResponse(live=service.live())
 
-    def server_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def server_ready(self, request: Any, metadata: Metadata) -> Any:
         ready, _reason = service.ready()
         return pb.ServerReadyResponse(ready=ready)
 
-    def model_ready(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._check_access(permissions.READ, context)
+    def model_ready(self, request: Any, metadata: Metadata) -> Any:
+        self._check_access(permissions.READ, metadata)
         ready, _reason = service.model_ready(request.name, _version(request.name, request.version))
         return pb.ModelReadyResponse(ready=ready)
 
-    def server_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._check_access(permissions.READ, context)
+    def server_metadata(self, request: Any, metadata: Metadata) -> Any:
+        self._check_access(permissions.READ, metadata)
         return pb.ServerMetadataResponse(name="mlapp", version=mlapp.__version__)
 
-    def model_metadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._check_access(permissions.READ, context)
+    def model_metadata(self, request: Any, metadata: Metadata) -> Any:
+        self._check_access(permissions.READ, metadata)
         meta = service.model_metadata(request.name, _version(request.name, request.version))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -176,8 +172,8 @@ class InferenceServicer:
             outputs=[tensor(**spec.to_dict()) for spec in meta.signature.outputs],
         )
 
-    def model_infer(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._check_access(permissions.PREDICT, context)
+    def model_infer(self, request: Any, metadata: Metadata) -> Any:
+        self._check_access(permissions.PREDICT, metadata)
         name = request.model_name
         decoded: list[Any] = []
 
@@ -189,15 +185,15 @@ class InferenceServicer:
         # traffic policy sticky by a header, or the prediction log (x-request-id and
         # x-mlapp-key name the request there, as REST's X-Request-ID and X-MLAPP-Key; the
         # request's own id when no x-request-id is sent).
-        metadata = _Metadata(context.invocation_metadata())
+        headers = _Metadata(metadata)
         prediction = service.predict(
             name,
             decode,
             version=_version(name, request.model_version),
             protocol=PROTOCOL,
-            caller=Caller(metadata, fields=lambda: codec.parameters(request.parameters)),
-            request_id=lambda: metadata.get("x-request-id") or request.id or None,
-            key=lambda: metadata.get("x-mlapp-key"),
+            caller=Caller(headers, fields=lambda: codec.parameters(request.parameters)),
+            request_id=lambda: headers.get("x-request-id") or request.id or None,
+            key=lambda: headers.get("x-mlapp-key"),
         )
         assert prediction.signature is not None  # the service sets it
         return codec.encode_response(
@@ -209,35 +205,37 @@ class InferenceServicer:
         )
 
 
-def _guarded(
-    method: Callable[[Any, grpc.ServicerContext], Any], message: Any
-) -> Callable[[bytes, grpc.ServicerContext], Any]:
-    """``method`` on the request parsed as ``message``, every error answered as a status and
-    a message (gRPC itself would answer a request that does not parse with INTERNAL)."""
+def _guarded(method: Callable[[Any, Metadata], Any], message: Any) -> Handler:
+    """``method`` on the request parsed as ``message``, its answer serialized; every error
+    raised as :class:`Abort` with the status and message the REST API's answer maps to (gRPC
+    itself would answer a request that does not parse, or an exception, with INTERNAL)."""
     kind = message.DESCRIPTOR.full_name
+    parse = message.FromString
 
-    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+    def handle(raw: bytes, metadata: Metadata) -> bytes:
         try:
             try:
-                request = message.FromString(raw)
+                request = parse(raw)
             except DecodeError:
-                raise RpcError(
+                raise Abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"The request is not a valid {kind}."
                 ) from None
-            return method(request, context)
+            return method(request, metadata).SerializeToString()
+        except Abort:
+            raise
         except Exception as exc:
             code, text = status_of(exc)
+            raise Abort(code, text) from None
         finally:
             # A call that queried the database closes its connection as Django would
             # after a request (CONN_MAX_AGE, unusable connections).
             close_old_connections()
-        context.abort(code, text)
 
     return handle
 
 
-def method_handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The service's method table (what a generated ``add_..._to_server`` would build)."""
+def handlers(servicer: InferenceServicer) -> dict[str, Handler]:
+    """The service's methods by path (``/inference.GRPCInferenceService/ModelInfer``)."""
     methods = {
         "ServerLive": (servicer.server_live, pb.ServerLiveRequest),
         "ServerReady": (servicer.server_ready, pb.ServerReadyRequest),
@@ -247,30 +245,60 @@ def method_handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHand
         "ModelInfer": (servicer.model_infer, pb.ModelInferRequest),
     }
     return {
-        name: grpc.unary_unary_rpc_method_handler(
-            _guarded(method, message),
-            request_deserializer=None,  # bytes: parsed in _guarded
-            response_serializer=_serialize,
-        )
+        f"/{SERVICE}/{name}": _guarded(method, message)
         for name, (method, message) in methods.items()
     }
 
 
-def _serialize(response: Any) -> bytes:
-    return response.SerializeToString()
+def _method_handler(handler: Handler) -> grpc.RpcMethodHandler:
+    """``handler`` as ``grpc.server`` runs it (bytes in and out, :class:`Abort` as a status)."""
+
+    def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return handler(raw, context.invocation_metadata())
+        except Abort as abort:
+            context.abort(abort.code, abort.message)
+            raise AssertionError("grpc's context.abort raises") from None
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+#: How a process serves its calls: ``"loop"`` (:class:`~mlapp.api.grpc.loop.CallLoop`, on
+#: the grpcio releases it was tested on) or ``"grpc"`` (``grpc.server`` and a thread pool).
+ENGINES = ("loop", "grpc")
+
+
+def default_engine() -> str:
+    """``"loop"`` on the grpcio releases measured (:data:`mlapp.api.grpc.MEASURED_GRPCIO`),
+    else ``"grpc"``: the loop stands on grpc's internal binding, which may change."""
+    from mlapp.api.grpc import MEASURED_GRPCIO, grpcio_release
+
+    low, high = MEASURED_GRPCIO
+    release = grpcio_release()
+    return "loop" if release is not None and low <= release <= high else "grpc"
 
 
 class GrpcServer:
-    """A gRPC server of this process, its RPCs in a pool of ``threads`` threads."""
+    """A gRPC server of this process, its RPCs run by ``threads`` threads."""
 
     def __init__(
-        self, host: str, port: int, *, max_message_size: int | None, threads: int = 8
+        self,
+        host: str,
+        port: int,
+        *,
+        max_message_size: int | None,
+        threads: int = 8,
+        engine: str | None = None,
     ) -> None:
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"Unknown gRPC engine {engine!r}: one of {', '.join(ENGINES)}.")
         self.host = host
         self.port = port
         self.max_message_size = max_message_size
         self.threads = threads
+        self.engine = engine or default_engine()
         self.bound_port: int | None = None
+        self._loop: CallLoop | None = None
         self._server: grpc.Server | None = None
         self._pool: Pool | None = None
 
@@ -285,13 +313,27 @@ class GrpcServer:
 
     def start(self) -> int:
         """Start serving; returns the bound port. Raises when the port cannot be bound."""
+        address = f"{self.host}:{self.port}"
+        methods = handlers(InferenceServicer())
+        if self.engine == "loop":
+            loop = CallLoop(methods, options=self.options(), threads=self.threads)
+            try:
+                bound = loop.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise RuntimeError(f"The gRPC server cannot listen on {address}: {exc}") from None
+            loop.start()
+            self._loop, self.bound_port = loop, bound
+            return bound
         # grpc's ThreadPoolExecutor would do, at more cost a call (mlapp.api.grpc.pool).
         self._pool = pool = Pool(self.threads)
         server = grpc.server(pool, options=self.options())
         # Registered methods: gRPC's core matches the method's path itself and hands the call
         # to its handler, where a generic handler is looked up in Python on every call.
-        server.add_registered_method_handlers(SERVICE, method_handlers(InferenceServicer()))
-        address = f"{self.host}:{self.port}"
+        prefix = f"/{SERVICE}/"
+        server.add_registered_method_handlers(
+            SERVICE,
+            {path.removeprefix(prefix): _method_handler(h) for path, h in methods.items()},
+        )
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -303,6 +345,9 @@ class GrpcServer:
 
     def stop(self, grace: float = 1.0) -> None:
         """Stop accepting calls, let running ones finish within ``grace`` seconds."""
+        if self._loop is not None:
+            self._loop.stop(grace)
+            self._loop = None
         if self._server is not None:
             self._server.stop(grace).wait(grace + 5)
             self._server = None
@@ -312,10 +357,17 @@ class GrpcServer:
 
 
 def start_server(
-    host: str, port: int, *, max_message_size: int | None, threads: int = 8
+    host: str,
+    port: int,
+    *,
+    max_message_size: int | None,
+    threads: int = 8,
+    engine: str | None = None,
 ) -> GrpcServer:
     """Serve the gRPC service of this process on ``host:port``; the server, started."""
-    server = GrpcServer(host, port, max_message_size=max_message_size, threads=threads)
+    server = GrpcServer(
+        host, port, max_message_size=max_message_size, threads=threads, engine=engine
+    )
     bound = server.start()
-    logger.info("mlapp: gRPC (Open Inference Protocol) on %s:%d", host, bound)
+    logger.info("mlapp: gRPC (Open Inference Protocol) on %s:%d (%s)", host, bound, server.engine)
     return server

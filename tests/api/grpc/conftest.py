@@ -40,11 +40,14 @@ def demo_rows(django_db_setup, django_db_blocker):
     gc.unfreeze()
 
 
-@pytest.fixture(scope="module")
-def grpc_port(demo_rows):
+@pytest.fixture(scope="module", params=["loop", "grpc"])
+def grpc_port(request, demo_rows):
+    """Each module's tests run against both ways of serving (mlapp.api.grpc.server.ENGINES):
+    the call loop on gRPC's core, and grpc.server, what serves on other grpcio releases."""
     from mlapp.api.grpc.server import start_server
 
-    server = start_server("127.0.0.1", 0, max_message_size=MESSAGE_LIMIT)
+    server = start_server("127.0.0.1", 0, max_message_size=MESSAGE_LIMIT, engine=request.param)
+    assert server.engine == request.param
     yield server.bound_port
     server.stop()
 

@@ -120,13 +120,16 @@ class Traffic:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_promotions_and_rollbacks_under_grpc_traffic_fail_no_call(onnx_file, settings, reliability):
+@pytest.mark.parametrize("engine", ["loop", "grpc"])
+def test_promotions_and_rollbacks_under_grpc_traffic_fail_no_call(
+    engine, onnx_file, settings, reliability
+):
     from mlapp.api.grpc.server import start_server
 
     settings.MLAPP = QUIET
     register_version("affine", onnx_file, promote=True)
     v2 = register_version("affine", onnx_file)
-    server = start_server("127.0.0.1", 0, max_message_size=None)
+    server = start_server("127.0.0.1", 0, max_message_size=None, engine=engine)
     try:
         with Traffic(f"127.0.0.1:{server.bound_port}") as traffic:
             for _ in range(3):
@@ -140,7 +143,7 @@ def test_promotions_and_rollbacks_under_grpc_traffic_fail_no_call(onnx_file, set
         server.stop()
     reliability.add(
         "hot swap",
-        "gRPC calls (4 connections) during 3 promotions and 3 roll backs",
+        f"gRPC calls (4 connections, {engine}) during 3 promotions and 3 roll backs",
         tried=traffic.answers(),
         bad=len(traffic.failures),
         unit="failed",
