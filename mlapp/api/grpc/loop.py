@@ -118,8 +118,9 @@ class CallLoop:
         for method in self._methods:
             self._server.register_method(method.name)
         self._unregistered = _Method(None, None)
-        # Guards the counts and stages below; notified when a call ends.
-        self._lock = threading.Condition()
+        # Guards the count and stages below; _ended is notified when the last call ends.
+        self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)
         self._serving = False  # asking for new calls
         self._closed = False  # the queue is shut down: no batch may start on it
         self._active = 0  # calls taken and not yet ended
@@ -163,7 +164,7 @@ class CallLoop:
             shutdown.done.wait()
         with self._lock:
             # A cancelled call ends as soon as its handler returns.
-            self._lock.wait_for(lambda: self._active == 0, grace)
+            self._ended.wait_for(lambda: self._active == 0, grace)
             self._closed = True
             self._queue.shutdown()
         for thread in self._threads:
@@ -227,7 +228,7 @@ class CallLoop:
         with self._lock:
             self._active -= 1
             if not self._active:
-                self._lock.notify_all()
+                self._ended.notify_all()
 
     def _answer(self, call: _Call, request: bytes | None) -> None:
         if request is None:
