@@ -205,3 +205,11 @@ def test_the_loop_serves_on_the_grpcio_releases_it_was_tested_on(monkeypatch):
     assert grpc_server.default_engine() == "grpc"
     with pytest.raises(ValueError, match="engine"):
         grpc_server.GrpcServer("127.0.0.1", 0, max_message_size=None, engine="fast")
+
+
+
+def test_a_compressed_request_reaches_the_handler_decompressed(served):
+    _, channel = served
+    echo = channel.unary_unary(ECHO)
+    for compression in (grpc.Compression.Gzip, grpc.Compression.Deflate):
+        assert echo(b"abc" * 1000, timeout=5, compression=compression) == b"cba" * 1000
