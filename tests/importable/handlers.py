@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from mlapp.handlers import BaseHandler
@@ -14,6 +16,18 @@ class DoublingHandler(BaseHandler):
         self, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         return {name: value * 2 for name, value in outputs.items()}
+
+
+class SleepingHandler(BaseHandler):
+    """Sleeps the first input value's seconds (0 to 5) before answering: a call still under
+    way when a test stops the server."""
+
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        first = next(iter(inputs.values()))
+        time.sleep(min(max(float(first.flat[0]), 0.0), 5.0) if first.size else 0.0)
+        return outputs
 
 
 class MeasurementsHandler(BaseHandler):

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -162,6 +163,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, onnx_file: Path) -> Iterato
 
     run("migrate", "--noinput", "-v0")
     run("register_model", "affine", str(onnx_file), "--promote")
+    # The affine model behind a handler that sleeps x[0, 0] seconds: a call under way at stop.
+    run("register_model", "sleepy", str(onnx_file), "--promote",
+        "--handler", "tests.importable.handlers.SleepingHandler")  # fmt: skip
     run("collectstatic", "--noinput", "-v0")
     token = run("shell", "-v", "0", "-c", STAFF_TOKEN).strip()
     port, grpc_port = _free_port(), _free_port()
@@ -409,9 +413,31 @@ def test_every_worker_serves_grpc_on_the_shared_port(server):
     assert 'mlapp_requests_total{model="affine",outcome="ok",protocol="grpc",version="1"}' in text
 
 
-def test_stopping_the_server_removes_its_metrics_files(server):
+def test_stopping_the_server_finishes_grpc_calls_and_removes_its_metrics_files(server):
+    """SIGTERM (a deploy's stop): a gRPC call under way still gets its answer (the worker
+    drains its gRPC server as it ends), then the metrics files go."""
+    import grpc
+
+    from mlapp.api.grpc import messages as pb
+
     assert list(server.metrics_dir.glob("*.db"))  # written while serving
-    os.kill(server.process.pid, signal.SIGTERM)
+    x = {"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [2, 0, 0]}
+    expected = server.post_json("/v2/models/affine/infer", {"inputs": [x]}).json()
+    request = pb.ModelInferRequest(model_name="sleepy")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 3])
+    request.raw_input_contents.append(struct.pack("<3f", 2.0, 0.0, 0.0))  # sleeps 2 s
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    try:
+        call = infer.future(request.SerializeToString(), timeout=30)
+        time.sleep(0.5)  # the call is in the handler's sleep
+        os.kill(server.process.pid, signal.SIGTERM)
+        answer = pb.ModelInferResponse.FromString(call.result())
+    finally:
+        channel.close()
+    assert answer.model_name == "sleepy"
+    y = answer.raw_output_contents[0]
+    assert list(struct.unpack(f"<{len(y) // 4}f", y)) == expected["outputs"][0]["data"]
     # Within the time a worker has to finish (it was respawned just before: a stop that
     # arrived while it started used to be lost, and the server waited for it forever).
     assert server.process.wait(timeout=launcher.STOP_TIMEOUT + 15) == 0, server.tail()

@@ -6,7 +6,9 @@ runs, after any fork (gRPC's threads and polling do not survive one).
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing.util
 import os
 from collections.abc import MutableMapping
 from importlib import metadata
@@ -56,6 +58,10 @@ def transport_defaults(environ: MutableMapping[str, str] | None = None) -> str |
 
 #: The server of this process, once started.
 _server: GrpcServer | None = None
+#: Seconds the calls under way get to finish when the process ends (new calls are refused
+#: first). Under ``mlapp_serve`` this comes after granian has drained the worker's HTTP
+#: requests, within its ``STOP_TIMEOUT``.
+STOP_GRACE = 10.0
 
 
 def message_limit() -> int | None:
@@ -85,7 +91,21 @@ def start(threads: int = 8) -> GrpcServer | None:
     _server = start_server(
         settings.GRPC_HOST, settings.GRPC_PORT, max_message_size=message_limit(), threads=threads
     )
+    # Drained when the process ends: at interpreter exit, and at the end of a multiprocessing
+    # child (granian's workers end that way, skipping atexit). Before the prediction log's
+    # last flush (exitpriority 100), so the calls drained are logged too.
+    atexit.register(stop)
+    multiprocessing.util.Finalize(None, stop, exitpriority=200)
     return _server
+
+
+def stop(grace: float = STOP_GRACE) -> None:
+    """Stop this process's gRPC server, if it runs: no new call; the calls under way get
+    ``grace`` seconds to finish, then are cancelled."""
+    global _server
+    server, _server = _server, None
+    if server is not None:
+        server.stop(grace)
 
 
 def serve_beside_http() -> None:

@@ -207,7 +207,6 @@ def test_the_loop_serves_on_the_grpcio_releases_it_was_tested_on(monkeypatch):
         grpc_server.GrpcServer("127.0.0.1", 0, max_message_size=None, engine="fast")
 
 
-
 def test_a_compressed_request_reaches_the_handler_decompressed(served):
     _, channel = served
     echo = channel.unary_unary(ECHO)
