@@ -71,6 +71,7 @@ class MLAppSettings:
     GRPC_PORT: int | None
     GRPC_HOST: str
     GRPC_MAX_MESSAGE_SIZE: int | None
+    GRPC_THREADS: int
     #: The permission classes (or DRF's composed permissions), imported.
     READ_PERMISSION_CLASSES: tuple[Any, ...]
     PREDICT_PERMISSION_CLASSES: tuple[Any, ...]

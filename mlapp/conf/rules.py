@@ -261,6 +261,9 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
         "must be None or a positive integer.",
         "Bytes, e.g. 64 * 2**20; None uses the V2 REST limit.",
     ),
+    "GRPC_THREADS": _rule(
+        _positive_int, "must be a positive integer.", "e.g. 8 (the default) or 2."
+    ),
     **{
         key: _rule(
             lambda v: isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v),

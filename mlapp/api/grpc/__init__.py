@@ -62,6 +62,8 @@ _server: GrpcServer | None = None
 #: first). Under ``mlapp_serve`` this comes after granian has drained the worker's HTTP
 #: requests, within its ``STOP_TIMEOUT``.
 STOP_GRACE = 10.0
+#: The process whose exit stops the server (hooks are registered once per process).
+_hooked: int | None = None
 
 
 def message_limit() -> int | None:
@@ -73,7 +75,7 @@ def message_limit() -> int | None:
     return body_limit()
 
 
-def start(threads: int = 8) -> GrpcServer | None:
+def start(threads: int | None = None) -> GrpcServer | None:
     """Start this process's gRPC server as the settings say (once); None when off."""
     global _server
     if settings.GRPC_PORT is None:
@@ -89,13 +91,19 @@ def start(threads: int = 8) -> GrpcServer | None:
             "pip install 'mlapp[grpc]'."
         ) from exc
     _server = start_server(
-        settings.GRPC_HOST, settings.GRPC_PORT, max_message_size=message_limit(), threads=threads
+        settings.GRPC_HOST,
+        settings.GRPC_PORT,
+        max_message_size=message_limit(),
+        threads=settings.GRPC_THREADS if threads is None else threads,
     )
-    # Drained when the process ends: at interpreter exit, and at the end of a multiprocessing
-    # child (granian's workers end that way, skipping atexit). Before the prediction log's
-    # last flush (exitpriority 100), so the calls drained are logged too.
-    atexit.register(stop)
-    multiprocessing.util.Finalize(None, stop, exitpriority=200)
+    global _hooked
+    if _hooked != os.getpid():
+        # Drained when the process ends: at interpreter exit, and at the end of a
+        # multiprocessing child (granian's workers end that way, skipping atexit). Before the
+        # prediction log's last flush (exitpriority 100), so the calls drained are logged.
+        _hooked = os.getpid()
+        atexit.register(stop)
+        multiprocessing.util.Finalize(None, stop, exitpriority=200)
     return _server
 
 

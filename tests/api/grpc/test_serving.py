@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
@@ -47,6 +48,23 @@ def test_a_process_that_does_not_fork_serves_at_once(settings, no_server):
     client = triton.InferenceServerClient(f"127.0.0.1:{server.bound_port}")
     assert client.is_server_live()
     client.close()
+
+
+def test_grpc_threads_sets_the_loops_threads_and_stop_ends_the_server(settings, no_server):
+    settings.MLAPP = {"GRPC_PORT": 0, "GRPC_THREADS": 2}
+    server = grpc_front.start()
+    assert server is not None
+    assert server.threads == 2
+    assert server.engine != "loop" or len(server._loop._threads) == 2
+    port = server.bound_port
+    grpc_front.stop(grace=1)
+    assert grpc_front._server is None
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive")
+        with pytest.raises(grpc.RpcError) as error:
+            live(b"", timeout=2)
+    assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+    grpc_front.stop()  # once stopped, nothing to do
 
 
 def test_under_the_launcher_each_worker_starts_it_after_the_fork(settings, no_server, monkeypatch):
