@@ -1,4 +1,5 @@
-"""The threads that run the gRPC server's calls: a leaner stand-in for ``ThreadPoolExecutor``.
+"""The threads that run ``grpc.server``'s calls (the ``"grpc"`` engine, on grpcio releases the
+call loop was not tested on): a leaner stand-in for ``ThreadPoolExecutor``.
 
 grpc's synchronous server asks its pool for two things only: ``submit(fn, *args)``, and
 ``add_done_callback`` on what that returns (to count the calls in flight). A

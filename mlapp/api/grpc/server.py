@@ -6,10 +6,13 @@ same data plane as the V2 REST views: the same registry, the same decoder checks
 (:mod:`mlapp.api.grpc.codec`), the same permission rule, the same errors (mapped to gRPC
 status codes by :func:`status_of`), metrics labelled ``protocol="grpc"``.
 
-Thread model (measured, docs/api-grpc.md): one synchronous gRPC server per process, its
-RPCs run in a pool of threads (``threads``), each RPC in one thread from decoding to the
-answer, as a WSGI request is; grpc's asyncio server cost about a third more CPU per call here,
-and would have to hand anything that queries the database to a thread anyway. Under
+Thread model (measured, docs/api-grpc.md): one server per process, each call run by one of
+``threads`` threads from its arrival to its answer, as a WSGI request is: the call loop on
+gRPC's core (:mod:`mlapp.api.grpc.loop`) on the grpcio releases it was tested on, else
+``grpc.server`` with a pool (:mod:`mlapp.api.grpc.pool`), both over the same handlers
+(:func:`handlers`). grpc's asyncio server cost about a third more CPU per call than
+``grpc.server`` here, and would have to hand anything that queries the database to a thread
+anyway. Under
 ``mlapp_serve`` every worker starts its own server after the fork (gRPC's threads and
 sockets do not survive a fork) on the same port, shared with ``SO_REUSEPORT``: the kernel
 spreads connections over the workers.
