@@ -61,16 +61,12 @@ STATUS_CODES = {
 }
 
 
-#: An answer other than OK, with its gRPC status code and message.
-RpcError = Abort
-
-
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message for ``exc``, as the REST API would answer it.
 
     A 500 answers the class's default message (the exception is logged whole, never echoed).
     """
-    if isinstance(exc, RpcError):
+    if isinstance(exc, Abort):
         return exc.code, exc.message
     answer = render_error(exc)
     return STATUS_CODES.get(answer.status, grpc.StatusCode.INTERNAL), answer.message
@@ -143,7 +139,7 @@ class InferenceServicer:
                 if denied.status_code == 401 or credentials is None
                 else grpc.StatusCode.PERMISSION_DENIED
             )
-            raise RpcError(code, message)
+            raise Abort(code, message)
 
     # -- the RPCs -------------------------------------------------------------------------
 
