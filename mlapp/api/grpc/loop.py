@@ -55,13 +55,9 @@ class Abort(Exception):
         self.message = message
 
 
-def _status(code: grpc.StatusCode) -> Any:
-    return STATUS_CODE_TO_CYGRPC_STATUS_CODE[code]
-
-
-_OK = _status(grpc.StatusCode.OK)
-_INTERNAL = _status(grpc.StatusCode.INTERNAL)
-_UNIMPLEMENTED = _status(grpc.StatusCode.UNIMPLEMENTED)
+_OK = STATUS_CODE_TO_CYGRPC_STATUS_CODE[grpc.StatusCode.OK]
+_INTERNAL = STATUS_CODE_TO_CYGRPC_STATUS_CODE[grpc.StatusCode.INTERNAL]
+_UNIMPLEMENTED = STATUS_CODE_TO_CYGRPC_STATUS_CODE[grpc.StatusCode.UNIMPLEMENTED]
 
 
 class _Method:
@@ -190,6 +186,8 @@ class CallLoop:
             try:
                 self._advance(event)
             except Exception:
+                # Not a handler's error (those are answered INTERNAL): the loop's own. The call
+                # of this event, if any, is dropped; the core cancels it when released.
                 logger.exception("mlapp: the gRPC call loop failed on an event")
             # Drop the event (and the call it holds) before the next poll.
             event = None
@@ -219,9 +217,13 @@ class CallLoop:
     def _start(self, call: _Call, operations: Sequence[Any]) -> None:
         # gRPC's core aborts the process when a batch starts on a queue shut down.
         with self._lock:
-            if not self._closed:
-                call.call.start_server_batch(operations, call)
+            error = None if self._closed else call.call.start_server_batch(operations, call)
+            if error == 0:  # GRPC_CALL_OK: its completion will come through the queue
                 return
+        if error is not None:
+            # Refused by the core (a grpc_call_error): no completion will come. The call is
+            # dropped; the core cancels it when released, and the client reads a status.
+            logger.error("mlapp: gRPC's core refused a batch of a call (call error %s)", error)
         self._end()
 
     def _end(self) -> None:
@@ -239,7 +241,8 @@ class CallLoop:
         try:
             response = call.handler(request, call.metadata)
         except Abort as abort:
-            self._finish(call, None, _status(abort.code), abort.message.encode())
+            code = STATUS_CODE_TO_CYGRPC_STATUS_CODE.get(abort.code, _INTERNAL)
+            self._finish(call, None, code, str(abort.message).encode())
         except Exception:
             logger.exception("mlapp: a gRPC handler failed")
             self._finish(call, None, _INTERNAL, b"Internal error.")

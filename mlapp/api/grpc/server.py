@@ -220,9 +220,7 @@ def _guarded(method: Callable[[Any, Metadata], Any], message: Any) -> Handler:
                     grpc.StatusCode.INVALID_ARGUMENT, f"The request is not a valid {kind}."
                 ) from None
             return method(request, metadata).SerializeToString()
-        except Abort:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # an Abort keeps its status (status_of)
             code, text = status_of(exc)
             raise Abort(code, text) from None
         finally:

@@ -212,3 +212,38 @@ def test_a_compressed_request_reaches_the_handler_decompressed(served):
     echo = channel.unary_unary(ECHO)
     for compression in (grpc.Compression.Gzip, grpc.Compression.Deflate):
         assert echo(b"abc" * 1000, timeout=5, compression=compression) == b"cba" * 1000
+
+
+def test_a_batch_the_core_refuses_ends_the_call_and_is_logged(handlers, caplog):
+    """start_server_batch answers a grpc_call_error instead of raising: a refused batch gets
+    no completion, so the loop must count its call ended (or stop() would wait it out)."""
+    from mlapp.api.grpc.loop import _Call
+
+    class RefusingCall:
+        def start_server_batch(self, operations, tag):
+            return 8  # GRPC_CALL_ERROR_TOO_MANY_OPERATIONS
+
+    loop = CallLoop({ECHO: handlers.echo}, threads=1)
+    loop._active = 1  # the call below was taken
+    loop._start(_Call(RefusingCall(), handlers.echo, ()), ())
+    assert loop._active == 0
+    assert "refused a batch of a call (call error 8)" in caplog.text
+
+
+def test_an_abort_with_a_code_the_core_lacks_answers_internal(handlers):
+    def odd(raw, metadata):
+        raise Abort("not a status code", "odd")
+
+    loop = CallLoop({ECHO: odd}, threads=1)
+    port = loop.add_insecure_port("127.0.0.1:0")
+    loop.start()
+    try:
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+            pytest.raises(grpc.RpcError) as error,
+        ):
+            channel.unary_unary(ECHO)(b"x", timeout=5)
+        assert error.value.code() is grpc.StatusCode.INTERNAL
+        assert error.value.details() == "odd"
+    finally:
+        loop.stop(1)
