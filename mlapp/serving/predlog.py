@@ -12,13 +12,12 @@ as the change watcher does), wakes every ``FLUSH_INTERVAL`` seconds (or as soon 
 request never waits for the log.
 
 What is buffered is written when the process stops gracefully: :meth:`PredictionRecorder.close`
-runs at interpreter exit (``atexit``) and at the exit of a ``multiprocessing`` child (granian's
-workers end through ``multiprocessing``, which skips ``atexit``).
+is a ``multiprocessing`` finalizer, run at interpreter exit and at the exit of a
+``multiprocessing`` child (granian's workers end that way, which skips ``atexit``).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import logging
@@ -215,8 +214,9 @@ class PredictionRecorder:
                 self._thread.start()
                 if self._hooked != pid:
                     self._hooked = pid
-                    atexit.register(self.close)
-                    # A multiprocessing child (a granian worker) ends without atexit.
+                    # At interpreter exit (multiprocessing's exit function is an atexit hook)
+                    # and at the end of a multiprocessing child (a granian worker), which
+                    # skips atexit; after the gRPC server's drain (exitpriority 200).
                     multiprocessing.util.Finalize(None, self.close, exitpriority=100)
             self._pid = pid
 

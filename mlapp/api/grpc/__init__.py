@@ -6,7 +6,6 @@ runs, after any fork (gRPC's threads and polling do not survive one).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import multiprocessing.util
 import os
@@ -98,11 +97,11 @@ def start(threads: int | None = None) -> GrpcServer | None:
     )
     global _hooked
     if _hooked != os.getpid():
-        # Drained when the process ends: at interpreter exit, and at the end of a
-        # multiprocessing child (granian's workers end that way, skipping atexit). Before the
-        # prediction log's last flush (exitpriority 100), so the calls drained are logged.
+        # Drained when the process ends: multiprocessing runs its finalizers at interpreter
+        # exit and at the end of a multiprocessing child (granian's workers end that way,
+        # skipping atexit), highest priority first: before the prediction log's last flush
+        # (exitpriority 100), so the calls drained are logged.
         _hooked = os.getpid()
-        atexit.register(stop)
         multiprocessing.util.Finalize(None, stop, exitpriority=200)
     return _server
 
