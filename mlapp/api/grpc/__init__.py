@@ -37,6 +37,14 @@ def grpcio_release() -> tuple[int, int] | None:
         return None
 
 
+def measured_release() -> bool:
+    """Whether the installed grpcio is one of the releases measured (:data:`MEASURED_GRPCIO`):
+    where the transport defaults apply and the call loop serves."""
+    release = grpcio_release()
+    low, high = MEASURED_GRPCIO
+    return release is not None and low <= release <= high
+
+
 def transport_defaults(environ: MutableMapping[str, str] | None = None) -> str | None:
     """Set ``GRPC_EXPERIMENTS`` to :data:`TRANSPORT_EXPERIMENTS` unless it is set already, on
     the grpcio releases measured; the value in force afterwards (None: grpc's defaults).
@@ -47,9 +55,7 @@ def transport_defaults(environ: MutableMapping[str, str] | None = None) -> str |
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     if "GRPC_EXPERIMENTS" in env:
         return env["GRPC_EXPERIMENTS"]
-    release = grpcio_release()
-    low, high = MEASURED_GRPCIO
-    if release is None or not low <= release <= high:
+    if not measured_release():
         return None
     env["GRPC_EXPERIMENTS"] = TRANSPORT_EXPERIMENTS
     return TRANSPORT_EXPERIMENTS

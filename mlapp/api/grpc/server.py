@@ -268,11 +268,9 @@ ENGINES = ("loop", "grpc")
 def default_engine() -> str:
     """``"loop"`` on the grpcio releases measured (:data:`mlapp.api.grpc.MEASURED_GRPCIO`),
     else ``"grpc"``: the loop stands on grpc's internal binding, which may change."""
-    from mlapp.api.grpc import MEASURED_GRPCIO, grpcio_release
+    from mlapp.api.grpc import measured_release
 
-    low, high = MEASURED_GRPCIO
-    release = grpcio_release()
-    return "loop" if release is not None and low <= release <= high else "grpc"
+    return "loop" if measured_release() else "grpc"
 
 
 class GrpcServer:
