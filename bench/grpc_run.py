@@ -8,6 +8,15 @@ both pinned to one core, and drives each from the other core: ModelInfer with th
 taking turns. mlapp's REST path (OIP V2 JSON by wrk, as bench/run.py measures it) is measured
 beside, for the latency at c=1.
 
+The model's own call, two ways: "raw µs", timed back to back on the server core after each
+repeat, the servers idle (``bench/raw.py``: the handler's pre- and post-processing and the
+runtime, on the inputs the load sends); "in mlapp µs", the same calls as mlapp's server
+measured them during its runs at c=1 (``mlapp_model_compute_seconds`` from its /metrics, wall
+time: at c=32 calls sharing the core would count each other's), colder there, between
+requests. "ceiling" is the rate of one core doing nothing but those in-server
+calls over KServe's req/s: what mlapp ÷ KServe would be if everything around the model cost
+nothing. A target above it cannot be met by a server on that artifact, runtime and core.
+
 The load (``--loader``): ``h2load`` (nghttp2's C load generator, Debian's nghttp2-client; the
 default when installed) posts the case's first request, framed as gRPC, over connections kept
 open, as wrk does for REST, so that a latency at c=1 is the server's and not a Python
@@ -33,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -47,6 +57,7 @@ from bench.run import (  # noqa: E402
     PYTHON,
     SERVERS,
     Cell,
+    RawCall,
     Server,
     cpu_seconds,
     django_env,
@@ -142,6 +153,21 @@ def h2load_cell(
     )
 
 
+def model_seconds(server: Server, model: str) -> tuple[float, float]:
+    """mlapp's own measure of its calls of ``model`` so far, from its /metrics: (seconds,
+    calls) of the model's compute (the handler and the runtime, as ``bench/raw.py`` times)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = {}
+    for key in ("sum", "count"):
+        prefix = f'mlapp_model_compute_seconds_{key}{{model="{model}"}} '
+        found[key] = next(
+            (float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)),
+            0.0,
+        )
+    return found["sum"], found["count"]
+
+
 def _median(cells: list[Cell]) -> Cell:
     return sorted(cells, key=lambda cell: cell.requests_per_s)[len(cells) // 2]
 
@@ -156,7 +182,13 @@ def run(args, work: Path, server_core: int, load_core: int) -> dict:
         mlapp = Server(
             "mlapp gRPC",
             ["taskset", "-c", str(server_core), *SERVERS["granian"]],
-            django_env(var, port, GRPC_PORT=str(grpc_port)),
+            django_env(
+                var,
+                port,
+                GRPC_PORT=str(grpc_port),
+                # project/settings.py reads it into MLAPP["GRPC_THREADS"].
+                **({"MLAPP_GRPC_THREADS": str(args.grpc_threads)} if args.grpc_threads else {}),
+            ),
             port,
             work / "mlapp.log",
         )
@@ -176,22 +208,45 @@ def run(args, work: Path, server_core: int, load_core: int) -> dict:
         stack.callback(kserve.stop)
         mlapp.wait_ready()
         kserve.wait_ready()
+        models = sorted({cases()[case].model for case in args.cases})
+        raw = RawCall(server_core, var, models, args.raw_seconds)
+        stack.callback(raw.stop)
         targets = [(mlapp, grpc_port), (kserve, kserve_grpc)]
         for case in args.cases:
             bodies = work / f"{case}.bodies"
             bodies.write_bytes(b"\n".join(cases()[case].bodies) + b"\n")
             for c in args.concurrency:
                 runs: dict[str, list[Cell]] = {"mlapp gRPC": [], "KServe gRPC": [], "REST": []}
+                raws: list[dict] = []
+                in_server: list[float] = []  # µs a model call took inside mlapp's server
+                model = cases()[case].model
                 for repeat in range(args.repeat):
                     order = targets[repeat % 2 :] + targets[: repeat % 2]
                     for server, grpc in order:
+                        # At c=1 only: calls overlapping on one core would count each
+                        # other's time (the metric is wall time).
+                        timed = server is mlapp and c == 1
+                        if timed:
+                            before = model_seconds(mlapp, model)
                         if args.loader == "h2load":
                             cell = h2load_cell(server, grpc, load_core, case, c, args, work)
                         else:
                             cell = grpc_cell(server, grpc, load_core, case, c, args)
                         runs[server.label].append(cell)
+                        if timed:
+                            after = model_seconds(mlapp, model)
+                            calls = max(after[1] - before[1], 1)
+                            in_server.append(1e6 * (after[0] - before[0]) / calls)
                     path = f"/v2/models/{cases()[case].model}/infer"
                     runs["REST"].append(measure(mlapp, load_core, bodies, path, c, args))
+                    # The model's call alone on the same core, the servers idle: h2load
+                    # replays the case's first request, the python loader all of them.
+                    first = args.loader == "h2load"
+                    raws.append(raw.measure(model, args.raw_seconds, first=first))
+                raws.sort(key=lambda r: r["calls_per_s"])
+                results[f"raw|{case}|{c}"] = raw_median = raws[len(raws) // 2]
+                if in_server:
+                    results[f"in mlapp|{case}"] = {"us": sorted(in_server)[len(in_server) // 2]}
                 for label, cells in runs.items():
                     cell = _median(cells)
                     results[f"{label}|{case}|{c}"] = vars(cell)
@@ -200,6 +255,11 @@ def run(args, work: Path, server_core: int, load_core: int) -> dict:
                         f"p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
                         f"cpu {cell.cpu_us_per_request:6.0f} us/req  errors {cell.errors}"
                     )
+                inside = results.get(f"in mlapp|{case}", {}).get("us", math.nan)
+                log(
+                    f"model call   {case:8} c={c:<3} raw {1e6 / raw_median['calls_per_s']:8.0f} µs"
+                    f"  in mlapp (c=1) {inside:8.0f} µs"
+                )
     return results
 
 
@@ -207,14 +267,16 @@ def table(args, results: dict) -> str:
     header = [
         "model", "c", "mlapp gRPC req/s", "p50 ms", "p99 ms", "CPU µs",
         "KServe gRPC req/s", "p50 ms", "p99 ms", "CPU µs", "mlapp÷KServe",
-        "mlapp REST req/s", "REST p50 ms",
+        "raw µs", "in mlapp µs (c=1)", "ceiling", "mlapp REST req/s", "REST p50 ms",
     ]  # fmt: skip
     rows = []
     for case in args.cases:
         for c in args.concurrency:
-            m, k, r = (
-                results[f"{label}|{case}|{c}"] for label in ("mlapp gRPC", "KServe gRPC", "REST")
+            m, k, r, raw = (
+                results[f"{label}|{case}|{c}"]
+                for label in ("mlapp gRPC", "KServe gRPC", "REST", "raw")
             )
+            inside = results.get(f"in mlapp|{case}", {}).get("us", math.nan)
             rows.append([
                 case, str(c),
                 f"{m['requests_per_s']:.0f}", f"{m['p50_ms']:.2f}", f"{m['p99_ms']:.2f}",
@@ -222,12 +284,14 @@ def table(args, results: dict) -> str:
                 f"{k['requests_per_s']:.0f}", f"{k['p50_ms']:.2f}", f"{k['p99_ms']:.2f}",
                 f"{k['cpu_us_per_request']:.0f}",
                 f"{m['requests_per_s'] / k['requests_per_s']:.2f}",
+                f"{1e6 / raw['calls_per_s']:.0f}", f"{inside:.0f}",
+                f"{1e6 / inside / k['requests_per_s']:.2f}",
                 f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.2f}",
             ])  # fmt: skip
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
-    errors = {key: cell["errors"] for key, cell in results.items() if cell["errors"]}
+    errors = {key: cell["errors"] for key, cell in results.items() if cell.get("errors")}
     if errors:
         lines.append(f"ERRORS: {errors}")
     return "\n".join(lines)
@@ -248,6 +312,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("h2load", "python"),
         default="h2load" if shutil.which("h2load") else "python",
         help="h2load (C, the default when installed) or bench/grpc_load.py (asyncio)",
+    )
+    parser.add_argument(
+        "--raw-seconds", type=float, default=2.0, help="seconds of raw calls after each repeat"
+    )
+    parser.add_argument(
+        "--grpc-threads",
+        type=int,
+        help="MLAPP['GRPC_THREADS'] of mlapp's server (default: the setting's default, 8)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
@@ -280,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(args, results))
     print(
         f"servers on core {server_core}, load on core {load_core} ({args.loader}); "
+        f"mlapp's gRPC threads {args.grpc_threads or 'default'}; "
         f"{args.duration:g} s per run, "
         f"median of {args.repeat}; load average before {load_before[0]:.2f}, after "
         f"{os.getloadavg()[0]:.2f}; {time.monotonic() - started:.0f} s in all"

@@ -77,10 +77,14 @@ def main() -> None:
         print(json.dumps(results), flush=True)
         return
     print("ready", flush=True)
-    for line in sys.stdin:  # "MODEL [SECONDS]"
-        name, *seconds = line.split()
-        duration = float(seconds[0]) if seconds else args.seconds
-        result = measure(loaded[name].run, by_model[name].arrays, duration)
+    for line in sys.stdin:  # "MODEL [SECONDS [first]]"
+        name, *rest = line.split()
+        duration = float(rest[0]) if rest else args.seconds
+        arrays = by_model[name].arrays
+        if rest[1:] == ["first"]:
+            # Only the case's first input: what a load generator replaying one request sends.
+            arrays = arrays[:1]
+        result = measure(loaded[name].run, arrays, duration)
         print(json.dumps(result), flush=True)
 
 

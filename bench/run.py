@@ -328,8 +328,10 @@ class RawCall:
         if self.process.stdout.readline().strip() != "ready":
             raise SystemExit("bench/raw.py failed to load the models")
 
-    def measure(self, model: str, seconds: float) -> dict:
-        self.process.stdin.write(f"{model} {seconds}\n")
+    def measure(self, model: str, seconds: float, first: bool = False) -> dict:
+        """Calls of ``model`` for ``seconds`` on the case's inputs in turn (``first``: on its
+        first input only)."""
+        self.process.stdin.write(f"{model} {seconds}{' first' if first else ''}\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())
 

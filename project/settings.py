@@ -162,6 +162,8 @@ MLAPP = {
     # The Open Inference Protocol over gRPC beside HTTP when GRPC_PORT is set (make demo and
     # make serve set it: 8001 unless told otherwise).
     "GRPC_PORT": int(os.environ["GRPC_PORT"]) if os.environ.get("GRPC_PORT") else None,
+    # Threads polling gRPC's completion queue (the benchmark compares counts).
+    "GRPC_THREADS": int(os.environ.get("MLAPP_GRPC_THREADS") or 8),
     # Seconds between writes of the prediction log (tests stretch it to prove the writes at
     # a graceful stop).
     "MONITORING": {"FLUSH_INTERVAL": float(os.environ.get("MLAPP_LOG_FLUSH_INTERVAL") or 1.0)},
