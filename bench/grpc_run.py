@@ -156,15 +156,17 @@ def h2load_cell(
 def model_seconds(server: Server, model: str) -> tuple[float, float]:
     """mlapp's own measure of its calls of ``model`` so far, from its /metrics: (seconds,
     calls) of the model's compute (the handler and the runtime, as ``bench/raw.py`` times)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    found = {}
-    for key in ("sum", "count"):
-        prefix = f'mlapp_model_compute_seconds_{key}{{model="{model}"}} '
-        found[key] = next(
-            (float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)),
-            0.0,
-        )
+    found = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == "mlapp_model_compute_seconds":
+            for sample in family.samples:
+                kind = sample.name.rpartition("_")[2]
+                if kind in found and sample.labels.get("model") == model:
+                    found[kind] = sample.value
     return found["sum"], found["count"]
 
 
@@ -208,18 +210,22 @@ def run(args, work: Path, server_core: int, load_core: int) -> dict:
         stack.callback(kserve.stop)
         mlapp.wait_ready()
         kserve.wait_ready()
-        models = sorted({cases()[case].model for case in args.cases})
+        selected = {name: cases()[name] for name in args.cases}
+        models = sorted({case.model for case in selected.values()})
         raw = RawCall(server_core, var, models, args.raw_seconds)
         stack.callback(raw.stop)
         targets = [(mlapp, grpc_port), (kserve, kserve_grpc)]
+        # The model's call alone: h2load replays the case's first request, the python
+        # loader all of them.
+        first_only = args.loader == "h2load"
         for case in args.cases:
+            model = selected[case].model
             bodies = work / f"{case}.bodies"
-            bodies.write_bytes(b"\n".join(cases()[case].bodies) + b"\n")
+            bodies.write_bytes(b"\n".join(selected[case].bodies) + b"\n")
             for c in args.concurrency:
                 runs: dict[str, list[Cell]] = {"mlapp gRPC": [], "KServe gRPC": [], "REST": []}
                 raws: list[dict] = []
                 in_server: list[float] = []  # µs a model call took inside mlapp's server
-                model = cases()[case].model
                 for repeat in range(args.repeat):
                     order = targets[repeat % 2 :] + targets[: repeat % 2]
                     for server, grpc in order:
@@ -237,12 +243,10 @@ def run(args, work: Path, server_core: int, load_core: int) -> dict:
                             after = model_seconds(mlapp, model)
                             calls = max(after[1] - before[1], 1)
                             in_server.append(1e6 * (after[0] - before[0]) / calls)
-                    path = f"/v2/models/{cases()[case].model}/infer"
+                    path = f"/v2/models/{model}/infer"
                     runs["REST"].append(measure(mlapp, load_core, bodies, path, c, args))
-                    # The model's call alone on the same core, the servers idle: h2load
-                    # replays the case's first request, the python loader all of them.
-                    first = args.loader == "h2load"
-                    raws.append(raw.measure(model, args.raw_seconds, first=first))
+                    # On the same core, the servers idle.
+                    raws.append(raw.measure(model, args.raw_seconds, first=first_only))
                 raws.sort(key=lambda r: r["calls_per_s"])
                 results[f"raw|{case}|{c}"] = raw_median = raws[len(raws) // 2]
                 if in_server:

@@ -162,8 +162,6 @@ MLAPP = {
     # The Open Inference Protocol over gRPC beside HTTP when GRPC_PORT is set (make demo and
     # make serve set it: 8001 unless told otherwise).
     "GRPC_PORT": int(os.environ["GRPC_PORT"]) if os.environ.get("GRPC_PORT") else None,
-    # Threads polling gRPC's completion queue (the benchmark compares counts).
-    "GRPC_THREADS": int(os.environ.get("MLAPP_GRPC_THREADS") or 8),
     # Seconds between writes of the prediction log (tests stretch it to prove the writes at
     # a graceful stop).
     "MONITORING": {"FLUSH_INTERVAL": float(os.environ.get("MLAPP_LOG_FLUSH_INTERVAL") or 1.0)},
@@ -181,6 +179,11 @@ MLAPP = {
         name: str(BASE_DIR / "fixtures" / name / "samples.json") for name in ("iris", "digits")
     },
 }
+
+# Threads serving gRPC calls, when given (bench/grpc_run.py --grpc-threads); else mlapp's
+# default.
+if os.environ.get("MLAPP_GRPC_THREADS"):
+    MLAPP["GRPC_THREADS"] = int(os.environ["MLAPP_GRPC_THREADS"])
 
 # Celery runs batch job chunks when a broker is set (e.g. redis://127.0.0.1:6379/0); with
 # none, batch jobs run in a background thread of the process that submits them.

@@ -82,7 +82,7 @@ def message_limit() -> int | None:
 
 def start(threads: int | None = None) -> GrpcServer | None:
     """Start this process's gRPC server as the settings say (once); None when off."""
-    global _server
+    global _server, _hooked
     if settings.GRPC_PORT is None:
         return None
     if _server is not None:
@@ -101,7 +101,6 @@ def start(threads: int | None = None) -> GrpcServer | None:
         max_message_size=message_limit(),
         threads=settings.GRPC_THREADS if threads is None else threads,
     )
-    global _hooked
     if _hooked != os.getpid():
         # Drained when the process ends: multiprocessing runs its finalizers at interpreter
         # exit and at the end of a multiprocessing child (granian's workers end that way,
