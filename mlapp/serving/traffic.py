@@ -158,12 +158,19 @@ class Traffic:
             if name is None:
                 self._routes.clear()
                 self._kept.clear()  # every model may have changed: the splits start anew
-            else:
-                self._routes.pop(name, None)
-        if name is not None:
+        if name is None:
+            if self.registry.startup_done:
+                self._load_all()
+            return
+        # The route read again replaces the old one in place: a request meanwhile finds the
+        # old route, never none, so it does not query (its query could meet the write that
+        # caused this change on a database that refuses a read beside a write).
+        try:
             self._load(name)
-        elif self.registry.startup_done:
-            self._load_all()
+        except BaseException:
+            with self._lock:
+                self._routes.pop(name, None)  # unknown now: the next request reads it
+            raise
 
     def _same(self, name: str, route: Route | None) -> Route | None:
         """``route``, or the one kept for ``name`` when it says the same (its splits go on

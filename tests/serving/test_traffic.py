@@ -8,6 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 import mlapp
@@ -49,6 +51,30 @@ def test_a_model_without_a_policy_queries_nothing_after_its_first_request(
     with django_assert_num_queries(0):
         assert _answers(20) == {1: 20}
     assert service.traffic.route("affine") is None
+
+
+def test_a_request_while_a_policy_is_read_again_finds_the_old_route_and_queries_nothing(
+    versions, monkeypatch
+):
+    # A reload reads the policy again; a request meanwhile must not query: on SQLite its read
+    # can meet the write that caused the reload and fail ("table is locked").
+    _policy(versions, canary_weight=10)
+    traffic = service.traffic
+    old = traffic.route("affine")
+    read = traffic._load
+    during: list = []
+
+    def load(name):
+        if not during:
+            with CaptureQueriesContext(connection) as queries:
+                during.append(traffic.route(name))
+            during.append(len(queries.captured_queries))
+        return read(name)
+
+    monkeypatch.setattr(traffic, "_load", load)
+    traffic.forget("affine")
+    assert during == [old, 0]
+    assert traffic.route("affine") == old  # read again, the same policy
 
 
 def test_a_ten_percent_canary_answers_exactly_a_tenth_of_one_process_requests(versions):
