@@ -26,13 +26,13 @@ from typing import Any
 
 import grpc
 import orjson
-from django.db import close_old_connections
 from django.http import HttpRequest
 from django.utils.datastructures import CaseInsensitiveMapping
 from google.protobuf.message import DecodeError
 
 import mlapp
 from mlapp.api import permissions
+from mlapp.api.connections import close_old_connections
 from mlapp.api.errors import render_error
 from mlapp.api.grpc import codec
 from mlapp.api.grpc import messages as pb

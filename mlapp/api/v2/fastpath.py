@@ -27,9 +27,9 @@ from typing import Any
 
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest, get_path_info
-from django.db import close_old_connections
 from django.urls import NoReverseMatch, reverse
 
+from mlapp.api.connections import close_old_connections
 from mlapp.api.permissions import PREDICT, open_to_anyone
 from mlapp.api.v2 import views
 from mlapp.conf import settings

@@ -14,6 +14,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.db import close_old_connections
 from django.test import override_settings
 
+from mlapp.api import connections as api_connections
 from mlapp.api.v2 import fastpath
 from mlapp.versions.lifecycle import register_version
 
@@ -76,7 +77,7 @@ def call(app, path, body=b"", method="POST", host="127.0.0.1", **extra):
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
     try:
-        real = fastpath.close_old_connections is close_old_connections
+        real = fastpath.close_old_connections is api_connections.close_old_connections
         with mock.patch.object(fastpath, "close_old_connections") if real else nullcontext():
             result = app(environ, start_response)
             try:
