@@ -1,9 +1,9 @@
 """The gRPC rows of the benchmark: mlapp's gRPC against KServe 0.21's, on the same artifacts.
 
 Sets up a fresh database with the demo models, starts ``mlapp_serve --grpc-port`` (the
-production server: gRPC from its worker, beside HTTP; batching off, the default) and
-KServe's model server with its gRPC server (bench/kserve_server.py, from ``.venv-kserve``),
-both pinned to one core, and drives each from the other core: ModelInfer with the inputs in
+production server: gRPC from its worker, beside HTTP; batching off, the default, or as
+``--batching`` says) and KServe's model server with its gRPC server
+(bench/kserve_server.py, from ``.venv-kserve``), both pinned to one core, and drives each from the other core: ModelInfer with the inputs in
 ``raw_input_contents`` (tritonclient's default), batch 1, at each concurrency, the servers
 taking turns. mlapp's REST path (OIP V2 JSON by wrk, as bench/run.py measures it) is measured
 beside, for the latency at c=1.
@@ -65,6 +65,7 @@ from bench.run import (  # noqa: E402
     log,
     manage,
     measure,
+    set_batching,
 )
 
 
@@ -178,6 +179,8 @@ def run(args, work: Path, server_core: int, load_core: int) -> dict:
     var = work / "var"
     manage(var, "migrate", "--noinput", "-v0")
     manage(var, "setup_demo", "--no-admin")
+    if args.batching != "off":
+        set_batching(var, args.batching)
     results: dict = {}
     with ExitStack() as stack:
         port, grpc_port = free_port(), free_port()
@@ -325,6 +328,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="MLAPP['GRPC_THREADS'] of mlapp's server (default: the setting's default, 8)",
     )
+    parser.add_argument(
+        "--batching",
+        default="off",
+        help="mlapp's micro-batching for every model: off (the default, as shipped), on, or "
+        "on@KEY=VALUE@... (bench/run.py's --batching); KServe's Python server batches nothing",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
@@ -356,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(args, results))
     print(
         f"servers on core {server_core}, load on core {load_core} ({args.loader}); "
-        f"mlapp's gRPC threads {args.grpc_threads or 'default'}; "
+        f"mlapp's gRPC threads {args.grpc_threads or 'default'}, batching {args.batching}; "
         f"{args.duration:g} s per run, "
         f"median of {args.repeat}; load average before {load_before[0]:.2f}, after "
         f"{os.getloadavg()[0]:.2f}; {time.monotonic() - started:.0f} s in all"
