@@ -3,10 +3,10 @@
 Sets up a fresh database with the demo models, starts ``mlapp_serve --grpc-port`` (the
 production server: gRPC from its worker, beside HTTP; batching off, the default, or as
 ``--batching`` says) and KServe's model server with its gRPC server
-(bench/kserve_server.py, from ``.venv-kserve``), both pinned to one core, and drives each from the other core: ModelInfer with the inputs in
-``raw_input_contents`` (tritonclient's default), batch 1, at each concurrency, the servers
-taking turns. mlapp's REST path (OIP V2 JSON by wrk, as bench/run.py measures it) is measured
-beside, for the latency at c=1.
+(bench/kserve_server.py, from ``.venv-kserve``), both pinned to one core, and drives each
+from the other core: ModelInfer with the inputs in ``raw_input_contents`` (tritonclient's
+default), batch 1, at each concurrency, the servers taking turns. mlapp's REST path (OIP V2
+JSON by wrk, as bench/run.py measures it) is measured beside, for the latency at c=1.
 
 The model's own call, two ways: "raw µs", timed back to back on the server core after each
 repeat, the servers idle (``bench/raw.py``: the handler's pre- and post-processing and the
