@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from django.db import close_old_connections as _close_old_connections
+from django.db import connections
 from django.db.backends.signals import connection_created
 
 _thread = threading.local()
@@ -25,6 +26,10 @@ def _connected(sender: Any, connection: Any, **kwargs: Any) -> None:
 
 
 connection_created.connect(_connected, dispatch_uid="mlapp.api.connections")
+# Imported by mlapp's AppConfig.ready(), before mlapp queries anything; a connection this
+# thread opened earlier (another app's ready()) counts too.
+if any(c.connection is not None for c in connections.all(initialized_only=True)):
+    _thread.connected = True
 
 
 def close_old_connections() -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from mlapp.api import connections as api_connections
 from mlapp.models import ModelVersion
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -39,3 +45,30 @@ def test_only_a_thread_that_opened_a_connection_walks_its_connections(monkeypatc
         thread.start()
         thread.join()
     assert walked == ["queried", "queried"]
+
+
+def test_a_connection_opened_while_starting_up_is_known_to_the_front_doors():
+    # A fresh process: the main thread queries right after django.setup(), before anything
+    # imports a front door (as mlapp.startup loading models does in a sync worker's only
+    # thread); that thread's old connections must still be closed after its requests.
+    script = (
+        "import django\n"
+        "django.setup()\n"
+        "from django.db import connection\n"
+        "connection.ensure_connection()\n"
+        "from mlapp.api import connections\n"
+        "walked = []\n"
+        "connections._close_old_connections = lambda: walked.append(True)\n"
+        "connections.close_old_connections()\n"
+        "print(walked)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[True]"
